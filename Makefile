@@ -1,0 +1,64 @@
+# Transformer Networks: a hands-on course.
+#   make book   build the book into _build/html (creates .venv on first use)
+#   make test   run every check CI runs
+# See README.md for the rest.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Torch results depend on the thread count; every run of the notebooks and tests uses one thread.
+export OMP_NUM_THREADS := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: help venv book test lint unit lib nb lab serve bench clean
+
+help:
+	@sed -n '2,4p' Makefile
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -m pip install --quiet -r requirements.txt -e . 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -c "import torch, jupyter_book, nbval, playwright"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 > /dev/null
+	touch $@
+
+venv: $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . -W -n --keep-going
+	@echo "The book is in _build/html: open _build/html/index.html, or run 'make serve'."
+
+test: book
+	$(BIN)/ruff check transformer_lib tests tools benchmarks
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check transformer_lib tests tools benchmarks
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests --ignore=tests/browser -p no:nbval
+
+lib: $(STAMP)
+	$(BIN)/python tools/export.py
+
+nb: $(STAMP)
+	for nb in notebooks/*.ipynb; do \
+	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=600 --ExecutePreprocessor.kernel_name=python3 "$$nb" || exit 1; \
+	done
+	$(BIN)/python tools/export.py
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+
+serve:
+	@test -d _build/html || { echo "No built book: run 'make book' first."; exit 1; }
+	$(BIN)/python -m http.server 8000 --bind 127.0.0.1 --directory _build/html
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf _build

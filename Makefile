@@ -3,13 +3,14 @@
 #   make test   run every check CI runs
 # See README.md for the rest.
 
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Torch results depend on the thread count; every run of the notebooks and tests uses one thread.
 export OMP_NUM_THREADS := 1
-export PYTHONHASHSEED := 0
 
 .PHONY: help venv book test lint unit lib nb lab serve bench clean
 
@@ -18,8 +19,8 @@ help:
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -m pip install --quiet -r requirements.txt -e . 2>&1 | grep -v "is ignored" || true
+	@# One pip command for both, so the pinned CPU build of torch satisfies the library's dependency.
+	$(BIN)/python -m pip install --quiet -r requirements.txt -e . 2>&1 | { grep -v "is ignored" || true; }
 	$(BIN)/python -c "import torch, jupyter_book, nbval, playwright"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 > /dev/null
 	touch $@

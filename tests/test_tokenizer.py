@@ -89,9 +89,14 @@ def test_id_accepts_integer_tensors_and_rejects_other_types():
         vocab.id_to_token(1.5)
 
 
-@pytest.mark.parametrize("bad", ["", 3, None])
-def test_vocabulary_rejects_bad_tokens(bad):
-    with pytest.raises(ValueError, match="non-empty str"):
+def test_vocabulary_rejects_the_empty_token():
+    with pytest.raises(ValueError, match="must not be the empty string"):
+        Vocabulary(["a", ""])
+
+
+@pytest.mark.parametrize("bad", [3, None, ("a",)])
+def test_vocabulary_rejects_non_str_tokens(bad):
+    with pytest.raises(TypeError, match=r"a token must be a str, got"):
         Vocabulary(["a", bad])
 
 
@@ -182,6 +187,28 @@ def test_decode_of_an_id_outside_the_vocabulary_raises(kind):
 def test_encode_rejects_non_str(tokenizer):
     with pytest.raises(TypeError, match="encode takes a str, got bytes"):
         tokenizer.encode(b"abc")
+
+
+def test_base_class_encodes_and_decodes_with_any_tokenize():
+    class PairTokenizer(Tokenizer):
+        def __init__(self):
+            self.vocab = Vocabulary(["ab", "cd", "e"])
+
+        def tokenize(self, text: str) -> list[str]:
+            return [text[i : i + 2] for i in range(0, len(text), 2)]
+
+    tokenizer = PairTokenizer()
+    assert tokenizer.encode("abcde", add_special_tokens=True) == [1, 4, 5, 6, 2]
+    assert tokenizer.encode("abxy") == [4, 3]
+    assert tokenizer.decode([1, 4, 5, 6, 2, 0]) == "abcde"
+    with pytest.raises(NotImplementedError, match="Tokenizer must define tokenize"):
+        Tokenizer().encode("ab")
+
+
+@pytest.mark.parametrize("kind", [CharTokenizer, WordTokenizer])
+def test_train_rejects_non_str_text(kind):
+    with pytest.raises(TypeError, match="train takes a str, got list"):
+        kind.train(["a b"])
 
 
 def test_char_tokenizer_vocabulary_is_the_sorted_alphabet():

@@ -6,7 +6,7 @@ __all__ = ["PAD", "BOS", "EOS", "UNK", "SPECIAL_TOKENS", "Vocabulary", "Tokenize
 import operator
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import pairwise
 
 import torch
@@ -22,7 +22,7 @@ class Vocabulary:
     """A two-way map between tokens and integer ids; the special tokens come first, with ids 0 to 3.
 
     Args:
-        tokens: the ordinary tokens, in the order their ids are given; repeats and special tokens are skipped.
+        tokens: the ordinary tokens, in the order their ids are given; a repeated token keeps its first id.
         use_unk: map an unknown token to `<unk>` (True) or raise a ValueError naming it (False).
     """
 
@@ -31,8 +31,10 @@ class Vocabulary:
         self._id_to_token: list[str] = []
         self._token_to_id: dict[str, int] = {}
         for token in (*SPECIAL_TOKENS, *tokens):
-            if not isinstance(token, str) or token == "":
-                raise ValueError(f"a token must be a non-empty str, got {token!r}")
+            if not isinstance(token, str):
+                raise TypeError(f"a token must be a str, got {token!r}")
+            if token == "":
+                raise ValueError("a token must not be the empty string")
             if token not in self._token_to_id:
                 self._token_to_id[token] = len(self._id_to_token)
                 self._id_to_token.append(token)
@@ -43,7 +45,7 @@ class Vocabulary:
     def __contains__(self, token: object) -> bool:
         return token in self._token_to_id
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._id_to_token)
 
     def __repr__(self) -> str:
@@ -181,6 +183,8 @@ class WordTokenizer(Tokenizer):
     @classmethod
     def train(cls, text: str, use_unk: bool = True, min_count: int = 1) -> "WordTokenizer":
         """A tokenizer that knows the words of `text` seen at least `min_count` times, most frequent first."""
+        if not isinstance(text, str):
+            raise TypeError(f"train takes a str, got {type(text).__name__}")
         if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
             raise ValueError(f"min_count must be an int >= 1, got {min_count!r}")
         counts = Counter(split_words(text))

@@ -483,3 +483,11 @@ def test_eps_reaches_every_layer_norm_and_the_loader_checks_it():
     torch_layer = nn.TransformerDecoderLayer(D_MODEL, NUM_HEADS, D_FF, batch_first=True)
     with pytest.raises(ValueError, match="eps differs"):
         load_torch_decoder_layer(decoder.layers[0], torch_layer)
+
+
+def test_loaders_reject_other_pytorch_modules():
+    encoder_layer = nn.TransformerEncoderLayer(D_MODEL, NUM_HEADS, D_FF, batch_first=True)
+    with pytest.raises(TypeError, match="TransformerDecoderLayer, got TransformerEncoderLayer"):
+        load_torch_decoder_layer(DecoderLayer(D_MODEL, NUM_HEADS, D_FF), encoder_layer)
+    with pytest.raises(TypeError, match="must be a torch.nn.TransformerDecoder, got TransformerEncoder"):
+        load_torch_decoder(Decoder(1, D_MODEL, NUM_HEADS, D_FF), nn.TransformerEncoder(encoder_layer, 1))

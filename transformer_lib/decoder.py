@@ -204,6 +204,8 @@ def _torch_decoder_activation(theirs: nn.Module) -> str:
 
 def load_torch_decoder_layer(ours: DecoderLayer, theirs: nn.TransformerDecoderLayer) -> None:
     """Copy the weights of a torch.nn.TransformerDecoderLayer into `ours`, checking both are built alike."""
+    if not isinstance(theirs, nn.TransformerDecoderLayer):
+        raise TypeError(f"theirs must be a torch.nn.TransformerDecoderLayer, got {type(theirs).__name__}")
     if ours.cross_attn is None:
         raise ValueError(
             "nn.TransformerDecoderLayer has cross-attention (multihead_attn); "
@@ -313,6 +315,8 @@ class Decoder(nn.Module):
 
 def load_torch_decoder(ours: Decoder, theirs: nn.TransformerDecoder) -> None:
     """Copy the weights of a torch.nn.TransformerDecoder (its layers and final norm) into `ours`."""
+    if not isinstance(theirs, nn.TransformerDecoder):
+        raise TypeError(f"theirs must be a torch.nn.TransformerDecoder, got {type(theirs).__name__}")
     if len(ours.layers) != len(theirs.layers):
         raise ValueError(
             f"number of layers differs: ours {len(ours.layers)}, PyTorch's {len(theirs.layers)}; "

@@ -22,6 +22,7 @@ NOTEBOOKS = ROOT / "notebooks"
 LIBRARY = ROOT / "transformer_lib"
 DEFAULT_EXP = "#| default_exp"
 EXPORT = "#| export"
+MAX_LINE = 110  # ruff's line-length in pyproject.toml
 
 
 def cell_source(cell: dict) -> str:
@@ -75,6 +76,8 @@ def render(notebook: Path) -> tuple[str, str] | None:
     )
     names = public_names(body)
     all_line = "__all__ = [" + ", ".join(f'"{n}"' for n in names) + "]\n"
+    if len(all_line) > MAX_LINE:
+        all_line = "__all__ = [\n" + "".join(f'    "{n}",\n' for n in names) + "]\n"
     return module, f"{header}\n{all_line}\n{body}\n"
 
 

@@ -8,9 +8,9 @@ from conftest import ROOT, SCREENSHOTS, SITE
 
 TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
 PAGES = [TOC["root"]] + [entry["file"] for part in TOC["parts"] for entry in part["chapters"]]
-CHAPTER_1 = next(p for p in PAGES if p.startswith("notebooks/0"))
+CHAPTER_1 = next(p for p in PAGES if p.startswith("notebooks/01_"))
 # A word that the prose of chapter 1 uses and no other page of the book does.
-CHAPTER_1_WORD = "detokenize"
+CHAPTER_1_WORD = "hedgehog"
 
 
 def open_page(page, site_url, path):

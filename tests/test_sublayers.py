@@ -81,6 +81,10 @@ def test_feed_forward_dropout_only_in_train_mode() -> None:
     second = ff(x)
     assert not torch.allclose(first, without_dropout)
     assert not torch.allclose(first, second)
+    # Dropout acts on the hidden activations, between the two linear layers, as in nn.TransformerEncoderLayer.
+    torch.manual_seed(0)
+    mask = torch.ones(4, 5, 64).bernoulli_(0.5) / 0.5
+    torch.testing.assert_close(first, ff.linear2(mask * F.relu(ff.linear1(x))))
 
 
 # ---------------------------------------------------------------- LayerNorm

@@ -28,7 +28,7 @@ class TransformerConfig:
     num_encoder_layers: int = 6
     num_decoder_layers: int = 6
     d_ff: int = 2048  # 4 * d_model: the feed-forward networks hold most of a layer's parameters
-    dropout: float = 0.1  # on each sub-layer's output and on embeddings + positions (the paper's P_drop)
+    dropout: float = 0.1  # P_drop of the paper: sub-layer outputs, attention weights, embeddings + positions
     activation: str = "relu"  # the paper's; "gelu" is the other choice
     norm_first: bool = False  # False: post-LN, as in the paper; True: pre-LN (chapter 5)
     max_len: int = 512  # positions in the sinusoidal table: the longest source or target sequence

@@ -63,16 +63,16 @@ def test_next_and_previous_links_walk_the_whole_book(page, site_url):
     open_page(page, site_url, "index.html")
     forward = [page.url]
     while page.locator("a.right-next").count():
-        page.locator("a.right-next").first.click()
-        page.wait_for_load_state("networkidle")
+        with page.expect_navigation(wait_until="load"):
+            page.locator("a.right-next").first.click()
         forward.append(page.url)
         assert len(forward) <= len(PAGES) + 1, "the next links go round in a circle"
     visited = [re.sub(r"^.*?127\.0\.0\.1:\d+/", "", u).removesuffix(".html") for u in forward]
     assert visited[1:] == PAGES[1:], f"next links visit {visited}, the table of contents says {PAGES}"
     backward = [page.url]
     while page.locator("a.left-prev").count():
-        page.locator("a.left-prev").first.click()
-        page.wait_for_load_state("networkidle")
+        with page.expect_navigation(wait_until="load"):
+            page.locator("a.left-prev").first.click()
         backward.append(page.url)
         assert len(backward) <= len(PAGES) + 1, "the previous links go round in a circle"
     assert backward[::-1][1:] == forward[1:]

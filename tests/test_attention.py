@@ -110,7 +110,6 @@ def test_masked_keys_get_exactly_zero_weight():
     assert (weights[mask] > 0).all()
 
 
-
 def test_masked_keys_and_values_do_not_change_the_output():
     query, key, value = make_qkv((2, 3), 5, 7, 8, 8, torch.float64)
     keep = lengths_to_mask(torch.tensor([7, 4]))  # (2, 7): batch 1 has 3 padding positions
@@ -215,12 +214,14 @@ def test_padding_mask():
         [[True, True, True, False], [True, False, False, False], [False, True, True, True]]
     )
     assert torch.equal(padding_mask(tokens, pad_id=0), expected)
+    assert padding_mask(tokens, pad_id=0).dtype == torch.bool
     assert torch.equal(padding_mask(tokens, pad_id=9)[0], torch.tensor([True, True, False, True]))
 
 
 def test_lengths_to_mask():
     expected = torch.tensor([[True, True, False], [True, True, True], [False, False, False]])
     assert torch.equal(lengths_to_mask(torch.tensor([2, 3, 0])), expected)
+    assert lengths_to_mask(torch.tensor([2, 3, 0])).dtype == torch.bool
     wide = lengths_to_mask(torch.tensor([2, 3, 0]), max_len=5)
     assert wide.shape == (3, 5) and torch.equal(wide[:, :3], expected) and not wide[:, 3:].any()
 
@@ -317,3 +318,9 @@ def test_lengths_to_mask_bad_input():
         lengths_to_mask(torch.tensor([2, -1]))
     with pytest.raises(ValueError, match=r"exceeds max_len=2"):
         lengths_to_mask(torch.tensor([2, 3]), max_len=2)
+
+
+@pytest.mark.parametrize("max_len", [-1, 3.5, "4", True])
+def test_lengths_to_mask_bad_max_len(max_len):
+    with pytest.raises(ValueError, match=f"max_len must be an int >= 0.*got {max_len!r}"):
+        lengths_to_mask(torch.tensor([2, 3]), max_len=max_len)

@@ -372,6 +372,12 @@ def test_pad_batch_rejects_a_nested_sequence():
         pad_batch([[4], [[4, 5], [6, 7]]], pad_id=0)
 
 
+@pytest.mark.parametrize("sequence", [["a", "b"], "abc", [1, [2]], [None]])
+def test_pad_batch_rejects_a_sequence_that_is_not_ids(sequence):
+    with pytest.raises(TypeError, match=r"sequence 1 must be a list or 1-D tensor of int token ids, got"):
+        pad_batch([[4], sequence], pad_id=0)
+
+
 def test_pad_batch_rejects_float_ids():
     with pytest.raises(TypeError, match="sequence 0 holds torch.float32 values"):
         pad_batch([[4.0, 5.5]], pad_id=0)

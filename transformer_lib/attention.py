@@ -47,6 +47,8 @@ def lengths_to_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
     longest = int(lengths.max()) if lengths.numel() > 0 else 0
     if max_len is None:
         max_len = longest
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 0:
+        raise ValueError(f"max_len must be an int >= 0 (the number of columns), got {max_len!r}.")
     if lengths.numel() > 0 and int(lengths.min()) < 0:
         raise ValueError(f"lengths must be >= 0, got {lengths.tolist()}.")
     if longest > max_len:

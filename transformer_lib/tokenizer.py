@@ -169,6 +169,9 @@ class CharTokenizer(Tokenizer):
         return list(text)
 
 
+# Alternatives, tried in order: a word with the one space in front of it; punctuation, likewise; a run of
+# whitespace, less its last character when a word follows (so that a last space joins the word); any other
+# whitespace.
 _WORD_PATTERN = re.compile(r" ?\w+| ?[^\w\s]+|\s+(?!\S)|\s+")
 
 
@@ -319,7 +322,11 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Te
         raise ValueError("pad_batch needs at least one sequence, got an empty list")
     rows = []
     for b, sequence in enumerate(sequences):
-        row = torch.as_tensor(sequence)
+        try:
+            row = torch.as_tensor(sequence)
+        except (TypeError, ValueError, RuntimeError):
+            message = f"sequence {b} must be a list or 1-D tensor of int token ids, got {sequence!r}"
+            raise TypeError(message) from None
         if row.dim() != 1:
             raise ValueError(f"sequence {b} has shape {tuple(row.shape)}; it must be a flat list of ids")
         if row.numel() > 0 and (row.is_floating_point() or row.is_complex() or row.dtype == torch.bool):

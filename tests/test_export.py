@@ -59,7 +59,7 @@ def _defined_names(tree: ast.Module) -> list[str]:
 def test_no_name_defined_twice(module):
     names = _defined_names(ast.parse((ROOT / "transformer_lib" / f"{module}.py").read_text()))
     twice = sorted({n for n in names if names.count(n) > 1})
-    assert not twice, f"transformer_lib/{module}.py defines {twice} more than once; keep drafts in the notebook"
+    assert not twice, f"transformer_lib/{module}.py defines {twice} twice; keep drafts in the notebook only"
 
 
 def test_no_public_name_in_two_modules():
@@ -112,7 +112,7 @@ def test_exporter_finds_stale_module(tmp_path, monkeypatch):
     notebook = {
         "cells": [
             {"cell_type": "code", "source": "#| default_exp demo", "metadata": {}, "outputs": []},
-            {"cell_type": "code", "source": "#| export\ndef f():\n    return 1", "metadata": {}, "outputs": []},
+            {"cell_type": "code", "source": "#| export\ndef f():\n    return 1", "metadata": {}},
             {"cell_type": "code", "source": "f()", "metadata": {}, "outputs": []},
         ]
     }

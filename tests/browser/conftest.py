@@ -60,7 +60,7 @@ def browser() -> Iterator[Browser]:
 
 
 class PageLog:
-    """What went wrong while a page was open: console errors, uncaught exceptions, failed or outside requests."""
+    """What went wrong on a page: console errors, uncaught exceptions, failed or outside requests."""
 
     def __init__(self) -> None:
         self.console_errors: list[str] = []
@@ -91,16 +91,22 @@ def page(browser: Browser, site_url: str) -> Iterator[tuple[Page, PageLog]]:
             log.outside_requests.append(route.request.url)
             route.abort()
 
+    def console(message):
+        if message.type == "error":
+            log.console_errors.append(message.text)
+
+    def request_failed(request):
+        if request.url not in log.outside_requests:
+            log.failed_requests.append(f"{request.url} ({request.failure})")
+
+    def response(response):
+        if response.status >= 400:
+            log.failed_requests.append(f"{response.url} (HTTP {response.status})")
+
     page.route("**/*", route)
-    page.on("console", lambda m: log.console_errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: log.page_errors.append(str(e)))
-    page.on(
-        "requestfailed",
-        lambda r: None if r.url in log.outside_requests else log.failed_requests.append(f"{r.url} ({r.failure})"),
-    )
-    page.on(
-        "response",
-        lambda r: log.failed_requests.append(f"{r.url} (HTTP {r.status})") if r.status >= 400 else None,
-    )
+    page.on("console", console)
+    page.on("pageerror", lambda error: log.page_errors.append(str(error)))
+    page.on("requestfailed", request_failed)
+    page.on("response", response)
     yield page, log
     context.close()

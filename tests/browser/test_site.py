@@ -1,4 +1,4 @@
-"""A real browser reads the built book: every page loads cleanly, math is typeset, navigation and search work."""
+"""A real browser reads the built book: pages load cleanly, math is typeset, navigation and search work."""
 
 import re
 
@@ -23,7 +23,7 @@ def wait_for_math(page):
     """Wait until MathJax has typeset the page, if the page has math."""
     if page.locator(".math").count() == 0:
         return 0
-    page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=20_000)
+    page.wait_for_function("() => window.MathJax?.startup?.promise", timeout=20_000)
     page.evaluate("() => MathJax.startup.promise")
     return page.locator(".math").count()
 
@@ -42,7 +42,7 @@ def test_page_loads_cleanly(page, site_url, path):
         "() => [...document.querySelectorAll('.math')]"
         ".filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 60))"
     )
-    assert not untypeset, f"{path}: {len(untypeset)} of {math_count} formulas not typeset, e.g. {untypeset[:3]}"
+    assert not untypeset, f"{path}: {len(untypeset)} of {math_count} formulas untypeset: {untypeset[:3]}"
     broken_images = page.evaluate(
         "() => [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
     )

@@ -400,6 +400,18 @@ def test_mask_shape_with_cache_counts_cached_keys():
         decoder(x[:, 2:3], memory, self_attn_mask=causal_mask(1), cache=cache)
 
 
+def test_memory_of_another_length_with_a_filled_cross_cache():
+    """The cross-attention cache holds the keys of the first step's memory; a new source needs a new cache."""
+    x, memory, _, _ = _inputs()
+    layer = DecoderLayer(D_MODEL, NUM_HEADS, D_FF).eval()
+    cache = layer.new_cache()
+    layer(x[:, :1], memory, cache=cache)
+    with pytest.raises(ValueError, match=r"memory has S=6 positions but the cross-attention cache .* for 5"):
+        layer(x[:, 1:2], torch.randn(B, S + 1, D_MODEL), cache=cache)
+    layer(x[:, 1:2], memory, cache=cache)  # the same source goes on
+    assert cache["self"].length == 2 and cache["cross"].length == S
+
+
 @pytest.mark.parametrize("num_layers", [0, -1])
 def test_num_layers_below_one(num_layers):
     with pytest.raises(ValueError, match=f"num_layers must be at least 1, got {num_layers}"):
@@ -412,8 +424,10 @@ def test_num_layers_not_int():
 
 
 def test_d_model_not_divisible_by_heads_at_construction():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"d_model \(10\) must be divisible by num_heads \(4\)"):
         DecoderLayer(10, 4, D_FF)
+    with pytest.raises(ValueError, match=r"d_model \(10\) must be divisible by num_heads \(4\)"):
+        Decoder(2, 10, 4, D_FF, cross_attention=False)
 
 
 def test_wrong_cache_structure(layer):
@@ -444,6 +458,20 @@ def test_layer_loader_rejects_other_sizes():
     theirs = nn.TransformerDecoderLayer(D_MODEL, NUM_HEADS, 2 * D_FF, batch_first=True)
     with pytest.raises(ValueError, match="d_ff differs"):
         load_torch_decoder_layer(DecoderLayer(D_MODEL, NUM_HEADS, D_FF), theirs)
+    theirs = nn.TransformerDecoderLayer(D_MODEL, 2, D_FF, batch_first=True)
+    with pytest.raises(ValueError, match="num_heads differs: ours 4, PyTorch's 2"):
+        load_torch_decoder_layer(DecoderLayer(D_MODEL, NUM_HEADS, D_FF), theirs)
+    theirs = nn.TransformerDecoderLayer(2 * D_MODEL, NUM_HEADS, D_FF, batch_first=True)
+    with pytest.raises(ValueError, match="d_model differs"):
+        load_torch_decoder_layer(DecoderLayer(D_MODEL, NUM_HEADS, D_FF), theirs)
+
+
+def test_layer_loader_rejects_tanh_gelu():
+    """nn.GELU(approximate="tanh") is not the exact GELU that FeedForward computes."""
+    tanh_gelu = nn.GELU(approximate="tanh")
+    theirs = nn.TransformerDecoderLayer(D_MODEL, NUM_HEADS, D_FF, activation=tanh_gelu, batch_first=True)
+    with pytest.raises(ValueError, match="activation.*no counterpart"):
+        load_torch_decoder_layer(DecoderLayer(D_MODEL, NUM_HEADS, D_FF, activation="gelu"), theirs)
 
 
 def test_decoder_loader_rejects_a_different_stack():
@@ -454,6 +482,22 @@ def test_decoder_loader_rejects_a_different_stack():
         load_torch_decoder(
             Decoder(2, D_MODEL, NUM_HEADS, D_FF), nn.TransformerDecoder(torch_layer, 2, norm=None)
         )
+
+
+@pytest.mark.parametrize(
+    ("final_norm", "message"),
+    [
+        (nn.LayerNorm(D_MODEL, eps=1e-3), r"eps=0\.001.*eps=1e-05"),
+        (nn.LayerNorm(D_MODEL // 2), r"normalized_shape=\(8,\).*d_model=16"),
+        (nn.LayerNorm(D_MODEL, bias=False), "without a learned weight and bias"),
+    ],
+)
+def test_decoder_loader_checks_the_final_norm(final_norm, message):
+    """The final norm is built apart from the layers, so its size and eps are checked on their own."""
+    torch_layer = nn.TransformerDecoderLayer(D_MODEL, NUM_HEADS, D_FF, batch_first=True)
+    theirs = nn.TransformerDecoder(torch_layer, 2, norm=final_norm)
+    with pytest.raises(ValueError, match=message):
+        load_torch_decoder(Decoder(2, D_MODEL, NUM_HEADS, D_FF), theirs)
 
 
 @pytest.mark.parametrize("cross_attention", [True, False])

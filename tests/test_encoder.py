@@ -294,6 +294,11 @@ def test_layer_loader_rejects_other_activation_and_eps():
     theirs = nn.TransformerEncoderLayer(D_MODEL, NUM_HEADS, D_FF, activation=torch.tanh, batch_first=True)
     with pytest.raises(ValueError, match="activation"):
         load_torch_encoder_layer(EncoderLayer(D_MODEL, NUM_HEADS, D_FF), theirs)
+    # PyTorch files the tanh approximation of GELU under "gelu", but FeedForward's GELU is exact.
+    tanh_gelu = nn.GELU(approximate="tanh")
+    theirs = nn.TransformerEncoderLayer(D_MODEL, NUM_HEADS, D_FF, activation=tanh_gelu, batch_first=True)
+    with pytest.raises(ValueError, match="activation.*tanh"):
+        load_torch_encoder_layer(EncoderLayer(D_MODEL, NUM_HEADS, D_FF, activation="gelu"), theirs)
     theirs = nn.TransformerEncoderLayer(D_MODEL, NUM_HEADS, D_FF, layer_norm_eps=1e-6, batch_first=True)
     with pytest.raises(ValueError, match="eps"):
         load_torch_encoder_layer(EncoderLayer(D_MODEL, NUM_HEADS, D_FF), theirs)

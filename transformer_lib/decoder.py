@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from transformer_lib.encoder import _copy_layer_norm
 from transformer_lib.multihead import KVCache, MultiHeadAttention, load_torch_multihead_attention
 from transformer_lib.sublayers import FeedForward, LayerNorm, Residual
 
@@ -30,6 +31,55 @@ def _check_decoder_mask(
         raise ValueError(f"{name} must have shape {allowed}, got {tuple(mask.shape)}")
 
 
+def _check_cache(layer: nn.Module, cache: dict[str, KVCache] | None) -> int:
+    """Raise unless `cache` is None or a dict like `layer.new_cache()`; return the cached target length."""
+    if cache is None:
+        return 0
+    kinds = {"self": False} if layer.cross_attn is None else {"self": False, "cross": True}  # key -> static
+    if (
+        not isinstance(cache, dict)
+        or set(cache) != set(kinds)
+        or not all(isinstance(c, KVCache) and c.static == kinds[k] for k, c in cache.items())
+    ):
+        raise ValueError(
+            f"cache must be a dict with keys {list(kinds)}: KVCache() for 'self' and "
+            "KVCache(static=True) for 'cross'; make one with layer.new_cache()"
+        )
+    return cache["self"].length
+
+
+def _check_memory(
+    layer: nn.Module, B: int, memory: Tensor | None, mask: Tensor | None, cross_cache: KVCache | None
+) -> None:
+    """Raise unless memory (B, S, d_model) and its padding mask (B, S) fit the layer and its cross cache."""
+    if layer.cross_attn is None:
+        if memory is not None or mask is not None:
+            raise ValueError(
+                "this layer has no cross-attention (built with cross_attention=False, a decoder-only block): "
+                "call it without memory and memory_key_padding_mask"
+            )
+        return
+    if memory is None:
+        raise ValueError(
+            "this layer has cross-attention and needs memory, the encoder output of shape "
+            "(B, S, d_model); for a decoder-only model build it with cross_attention=False"
+        )
+    d_model = layer.d_model
+    shape = tuple(memory.shape) if isinstance(memory, Tensor) else None
+    if shape is None or len(shape) != 3 or shape[0] != B or shape[2] != d_model:
+        raise ValueError(
+            f"memory must have shape (B, S, d_model) with B={B} (the batch of x) and d_model={d_model}, "
+            f"got {shape if shape is not None else type(memory).__name__}"
+        )
+    S = shape[1]  # source positions
+    if cross_cache is not None and cross_cache.length not in (0, S):
+        raise ValueError(
+            f"memory has S={S} positions but the cross-attention cache holds keys for {cross_cache.length}, "
+            "computed from the memory of the first step; start each new source with a fresh new_cache()"
+        )
+    _check_decoder_mask("memory_key_padding_mask", mask, {"(B, S)": (B, S)}, "real source tokens")
+
+
 def _check_decoder_inputs(
     layer: nn.Module,
     x: Tensor,
@@ -45,42 +95,8 @@ def _check_decoder_inputs(
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"x must have shape (B, T, d_model) with d_model={d_model}, got {got}")
     B, T, _ = x.shape  # batch, target positions, features
-    if layer.cross_attn is None:
-        if memory is not None or memory_key_padding_mask is not None:
-            raise ValueError(
-                "this layer has no cross-attention (built with cross_attention=False, a decoder-only block): "
-                "call it without memory and memory_key_padding_mask"
-            )
-    else:
-        if memory is None:
-            raise ValueError(
-                "this layer has cross-attention and needs memory, the encoder output of shape "
-                "(B, S, d_model); for a decoder-only model build it with cross_attention=False"
-            )
-        shape = tuple(memory.shape) if isinstance(memory, Tensor) else None
-        if shape is None or len(shape) != 3 or shape[0] != B or shape[2] != d_model:
-            got = shape if shape is not None else type(memory).__name__
-            raise ValueError(
-                f"memory must have shape (B, S, d_model) with B={B} (the batch of x) and d_model={d_model}, "
-                f"got {got}"
-            )
-        S = memory.shape[1]  # source positions
-        _check_decoder_mask(
-            "memory_key_padding_mask", memory_key_padding_mask, {"(B, S)": (B, S)}, "real source tokens"
-        )
-    past = 0  # target positions already in the self-attention cache
-    if cache is not None:
-        kinds = {"self": False} if layer.cross_attn is None else {"self": False, "cross": True}
-        if (
-            not isinstance(cache, dict)
-            or set(cache) != set(kinds)
-            or not all(isinstance(c, KVCache) and c.static == kinds[k] for k, c in cache.items())
-        ):
-            raise ValueError(
-                f"cache must be a dict with keys {list(kinds)}: KVCache() for 'self' and "
-                "KVCache(static=True) for 'cross'; make one with layer.new_cache()"
-            )
-        past = cache["self"].length
+    past = _check_cache(layer, cache)  # target positions already in the self-attention cache
+    _check_memory(layer, B, memory, memory_key_padding_mask, None if cache is None else cache.get("cross"))
     H = layer.self_attn.num_heads  # heads
     keys, letters = past + T, ("T" if past == 0 else "past + T")
     shapes = {
@@ -175,14 +191,14 @@ class DecoderLayer(nn.Module):
             out, weights["self"] = self.self_attn(
                 h, h, h, key_padding_mask=tgt_key_padding_mask, attn_mask=self_attn_mask,
                 need_weights=need_weights, cache=self_cache,
-            )
+            )  # (B, T, d_model), weights (B, H, T, past + T) or None
             return out
 
         def cross_attention(h: Tensor) -> Tensor:  # queries from the target, keys and values from the memory
             out, weights["cross"] = self.cross_attn(
                 h, memory, memory, key_padding_mask=memory_key_padding_mask,
                 need_weights=need_weights, cache=cross_cache,
-            )
+            )  # (B, T, d_model), weights (B, H, T, S) or None
             return out
 
         x = self.self_attn_residual(x, self_attention)  # (B, T, d_model)
@@ -232,7 +248,7 @@ def load_torch_decoder_layer(ours: DecoderLayer, theirs: nn.TransformerDecoderLa
     ours.feed_forward.linear2.load_state_dict(theirs.linear2.state_dict())
     residuals = (ours.self_attn_residual, ours.cross_attn_residual, ours.ff_residual)
     for residual, norm in zip(residuals, (theirs.norm1, theirs.norm2, theirs.norm3), strict=True):
-        residual.norm.load_state_dict({"gain": norm.weight, "bias": norm.bias})
+        _copy_layer_norm(residual.norm, norm)
 
 
 class Decoder(nn.Module):
@@ -331,4 +347,4 @@ def load_torch_decoder(ours: Decoder, theirs: nn.TransformerDecoder) -> None:
     for our_layer, their_layer in zip(ours.layers, theirs.layers, strict=True):
         load_torch_decoder_layer(our_layer, their_layer)
     if ours.norm is not None:
-        ours.norm.load_state_dict({"gain": theirs.norm.weight, "bias": theirs.norm.bias})
+        _copy_layer_norm(ours.norm, theirs.norm)  # checks its size and eps, built apart from the layers

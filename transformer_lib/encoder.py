@@ -114,7 +114,14 @@ def load_torch_encoder_layer(ours: EncoderLayer, theirs: nn.TransformerEncoderLa
     norm1 -> attn_residual.norm, norm2 -> ff_residual.norm (weight -> gain, bias -> bias).
     Raises ValueError when the two layers are built differently (norm placement, activation, sizes, eps).
     """
-    their_activation = {1: "relu", 2: "gelu"}.get(theirs.activation_relu_or_gelu, "another function")
+    their_activation = {1: "relu", 2: "gelu"}.get(theirs.activation_relu_or_gelu)
+    if getattr(theirs.activation, "approximate", "none") != "none":
+        their_activation = None  # nn.GELU(approximate="tanh"): PyTorch counts it as GELU, ours is exact
+    if their_activation is None:
+        raise ValueError(
+            f"cannot load: the PyTorch layer's activation {theirs.activation!r} has no counterpart here; "
+            "EncoderLayer supports activation='relu' and the exact 'gelu'"
+        )
     settings = [
         ("norm_first", ours.norm_first, theirs.norm_first),
         ("activation", ours.feed_forward.activation, their_activation),

@@ -1,5 +1,6 @@
 """Tests for transformer_lib.transformer: parity with torch.nn.Transformer, properties, counts, bad input."""
 
+import io
 import math
 
 import pytest
@@ -139,6 +140,22 @@ def test_tied_weights_are_one_parameter():
     with torch.no_grad():
         model.src_embedding.weight[5] += 1.0
     torch.testing.assert_close(model.output.weight[5], model.tgt_embedding.weight[5])
+
+
+def test_state_dict_round_trip_keeps_tying():
+    torch.manual_seed(0)
+    config = small_config(tie_embeddings=True)
+    model = Transformer(config).eval()
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    torch.manual_seed(1)
+    loaded = Transformer(config).eval()
+    loaded.load_state_dict(torch.load(buffer, weights_only=True))
+    assert loaded.output.weight is loaded.src_embedding.weight is loaded.tgt_embedding.weight
+    src, tgt, src_mask, tgt_mask = batch(config)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(src, tgt, src_mask, tgt_mask), model(src, tgt, src_mask, tgt_mask))
 
 
 def test_untied_weights_are_separate():
@@ -316,6 +333,7 @@ def test_base_configuration_is_the_paper_base_model():
         (dict(tie_embeddings=True, tgt_vocab_size=30), r"src_vocab_size=23 != tgt_vocab_size=30"),
         (dict(d_model=15, num_heads=5), r"d_model must be even"),
         (dict(dropout=1.0), r"dropout must be in \[0, 1\), got 1.0"),
+        (dict(dropout="0.1"), r"dropout must be in \[0, 1\), got '0.1'"),
         (dict(activation="tanh"), r"activation must be 'relu' or 'gelu', got 'tanh'"),
         (dict(pad_id=23), r"0 <= pad_id < 23, got 23"),
         (dict(num_decoder_layers=0), r"num_decoder_layers must be a positive int, got 0"),
@@ -325,6 +343,14 @@ def test_base_configuration_is_the_paper_base_model():
 def test_bad_config_fails_at_construction(overrides, match):
     with pytest.raises(ValueError, match=match):
         small_config(**overrides)
+
+
+@pytest.mark.parametrize(
+    "vocab_size, d_model, name", [(0, 4, "vocab_size"), (5, 0, "d_model"), (5, 4.0, "d_model")]
+)
+def test_token_embedding_rejects_bad_sizes(vocab_size, d_model, name):
+    with pytest.raises(ValueError, match=rf"TokenEmbedding: {name} must be a positive int"):
+        TokenEmbedding(vocab_size, d_model)
 
 
 def test_transformer_needs_a_config():

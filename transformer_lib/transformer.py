@@ -24,11 +24,13 @@ class TransformerConfig:
     src_vocab_size: int
     tgt_vocab_size: int
     d_model: int = 512
-    num_heads: int = 8  # each head works in d_head = d_model / num_heads = 64 features
+    num_heads: int = 8  # each head works in d_head = d_model / num_heads features (64 in the base model)
     num_encoder_layers: int = 6
     num_decoder_layers: int = 6
-    d_ff: int = 2048  # 4 * d_model: the feed-forward networks hold most of a layer's parameters
-    dropout: float = 0.1  # P_drop of the paper: sub-layer outputs, attention weights, embeddings + positions
+    d_ff: int = 2048  # 4 * d_model: the feed-forward network holds most of an encoder layer's parameters
+    # P_drop of the paper, which drops sub-layer outputs and embeddings + positions; like nn.Transformer, we
+    # also drop attention weights and the feed-forward network's hidden layer.
+    dropout: float = 0.1
     activation: str = "relu"  # the paper's; "gelu" is the other choice
     norm_first: bool = False  # False: post-LN, as in the paper; True: pre-LN (chapter 5)
     max_len: int = 512  # positions in the sinusoidal table: the longest source or target sequence
@@ -44,6 +46,7 @@ class TransformerConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.d_model % self.num_heads != 0:
+            # Suggest the head counts that work, up to 64 (more heads than that are rarely useful).
             divisors = [h for h in range(1, min(self.d_model, 64) + 1) if self.d_model % h == 0]
             raise ValueError(
                 f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}: each head works on "
@@ -57,7 +60,8 @@ class TransformerConfig:
                 f"src_vocab_size={self.src_vocab_size} != tgt_vocab_size={self.tgt_vocab_size}. Build one "
                 "vocabulary over both languages (as the paper's shared BPE does) or set tie_embeddings=False"
             )
-        if not 0.0 <= self.dropout < 1.0:
+        dropout = self.dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.activation not in ("relu", "gelu"):
             raise ValueError(f"activation must be 'relu' or 'gelu', got {self.activation!r}")
@@ -97,6 +101,9 @@ class TokenEmbedding(nn.Module):
 
     def __init__(self, vocab_size: int, d_model: int) -> None:
         super().__init__()
+        for name, value in (("vocab_size", vocab_size), ("d_model", d_model)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TokenEmbedding: {name} must be a positive int, got {value!r}")
         self.vocab_size, self.d_model = vocab_size, d_model
         self.weight = nn.Parameter(torch.empty(vocab_size, d_model))  # (V, d_model)
         nn.init.normal_(self.weight, mean=0.0, std=d_model**-0.5)
@@ -254,10 +261,16 @@ class Transformer(nn.Module):
 def load_torch_transformer(ours: Transformer, theirs: nn.Transformer) -> None:
     """Copy the encoder and decoder weights of a torch.nn.Transformer into `ours`, in place.
 
-    nn.Transformer has no embeddings, positional encoding or output layer: those stay ours. Mapping:
-    theirs.encoder -> ours.encoder (layers, then the final norm) and theirs.decoder -> ours.decoder (layers,
-    then the final norm), through the loaders of chapters 6 and 7, which raise ValueError when the sizes, the
-    norm placement or the activation differ.
+    nn.Transformer has no embeddings, positional encoding or output layer: those stay ours. The mapping,
+    PyTorch's names on the left, done by the loaders of chapters 6 and 7 (for every layer i):
+        encoder.layers[i].self_attn -> encoder.layers[i].self_attn (in_proj_weight split into q, k, v_proj)
+        encoder.layers[i].linear1, linear2 -> encoder.layers[i].feed_forward.linear1, linear2
+        encoder.layers[i].norm1, norm2 -> encoder.layers[i].attn_residual.norm, ff_residual.norm
+        decoder.layers[i].self_attn, multihead_attn -> decoder.layers[i].self_attn, cross_attn
+        decoder.layers[i].linear1, linear2 -> decoder.layers[i].feed_forward.linear1, linear2
+        decoder.layers[i].norm1, norm2, norm3 -> decoder.layers[i].{self_attn, cross_attn, ff}_residual.norm
+        encoder.norm, decoder.norm -> encoder.norm, decoder.norm (LayerNorm weight -> gain, bias -> bias)
+    Raises ValueError when the sizes, the number of heads, the norm placement or the activation differ.
     """
     if not isinstance(ours, Transformer):
         raise TypeError(f"ours must be a Transformer, got {type(ours).__name__}")

@@ -359,3 +359,44 @@ def test_odd_feature_size_is_rejected_at_construction(d):
 def test_rotary_rejects_a_bad_max_len():
     with pytest.raises(ValueError, match="max_len must be a positive int"):
         RotaryEmbedding(8, max_len=0)
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+def test_non_floating_input_is_rejected(name, dtype):
+    with pytest.raises(TypeError, match=rf"floating-point vectors, got dtype {dtype}"):
+        MODULES[name]()(torch.zeros(1, 2, 8, dtype=dtype))
+
+
+@pytest.mark.parametrize("d_model", [8.0, True, "8"])
+def test_sinusoidal_encoding_rejects_a_non_int_d_model(d_model):
+    with pytest.raises(ValueError, match="d_model must be a positive even int"):
+        sinusoidal_encoding(10, d_model)
+
+
+@pytest.mark.parametrize("max_len", [10.0, True, -3])
+def test_sinusoidal_encoding_rejects_a_non_int_or_negative_max_len(max_len):
+    with pytest.raises(ValueError, match=rf"max_len must be a positive int.*got {max_len!r}"):
+        sinusoidal_encoding(max_len, 8)
+
+
+@pytest.mark.parametrize(
+    "max_len, d_model, bad", [(0, 8, "max_len"), (10, -1, "d_model"), (10, 7.5, "d_model")]
+)
+def test_learned_rejects_bad_sizes_at_construction(max_len, d_model, bad):
+    with pytest.raises(ValueError, match=rf"{bad} must be a positive int"):
+        LearnedPositionalEmbedding(max_len=max_len, d_model=d_model)
+
+
+@pytest.mark.parametrize("base", [1.0, 0.0, -10000.0, float("nan"), "10000"])
+def test_rotary_rejects_a_bad_base(base):
+    with pytest.raises(ValueError, match="base must be a number > 1"):
+        RotaryEmbedding(8, base=base)
+
+
+def test_rotary_is_accurate_at_large_positions():
+    # The angle tables are computed in float64: at positions in the thousands a float32 angle would be off by
+    # about 1e-4 radians, and the rotated vectors with it.
+    rope = RotaryEmbedding(16, max_len=4096)
+    x = torch.randn(2, 8, 16, generator=_generator(13), dtype=torch.float64)
+    torch.testing.assert_close(rope(x, start=4088), _rope_reference(x, start=4088), atol=1e-6, rtol=0)

@@ -288,3 +288,31 @@ def test_layer_norm_rejects_non_positive_d_model() -> None:
         LayerNorm(0)
     with pytest.raises(ValueError, match="d_model must be at least 1, got 0"):
         Residual(0)
+
+
+@pytest.mark.parametrize(
+    "module", [FeedForward(8, 16), LayerNorm(8), Residual(8)], ids=["FeedForward", "LayerNorm", "Residual"]
+)
+def test_non_floating_or_non_tensor_input_is_rejected(module: nn.Module) -> None:
+    def call(x):
+        return module(x, nn.Identity()) if isinstance(module, Residual) else module(x)
+
+    name = type(module).__name__
+    wrong_dtype = rf"{name} expects floating-point token vectors, got dtype torch.int64"
+    with pytest.raises(TypeError, match=wrong_dtype):
+        call(torch.zeros(2, 3, 8, dtype=torch.long))
+    with pytest.raises(TypeError, match=rf"{name} expects a torch.Tensor, got list"):
+        call([[0.0] * 8])
+
+
+@pytest.mark.parametrize("norm_first", ["pre", 1, None])
+def test_residual_rejects_a_non_bool_norm_first(norm_first: object) -> None:
+    with pytest.raises(TypeError, match=r"norm_first must be True \(pre-LN\) or False \(post-LN\)"):
+        Residual(8, norm_first=norm_first)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_residual_rejects_a_sublayer_that_returns_a_tuple(norm_first: bool) -> None:
+    attention = nn.MultiheadAttention(8, 2, batch_first=True)  # returns (output, weights)
+    with pytest.raises(TypeError, match=r"must return a tensor, got tuple.*lambda h: attn\(h, h, h\)\[0\]"):
+        Residual(8, norm_first=norm_first)(torch.zeros(2, 3, 8), lambda h: attention(h, h, h))

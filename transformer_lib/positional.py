@@ -37,6 +37,11 @@ def _check_positions(x: torch.Tensor, size: int, size_name: str, start: int, max
     """Raise a clear error unless x is (..., T, size) and positions start .. start + T - 1 fit the table."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}.")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"x must hold floating-point vectors, got dtype {x.dtype}; embed token ids first "
+            "(positions are added to or rotate vectors, not ids)."
+        )
     if x.dim() < 2 or x.shape[-1] != size:
         raise ValueError(
             f"x must have shape (..., T, {size_name}) with {size_name}={size}, got {tuple(x.shape)}; "
@@ -86,6 +91,9 @@ class LearnedPositionalEmbedding(nn.Module):
 
     def __init__(self, max_len: int, d_model: int, dropout: float = 0.0):
         super().__init__()
+        for name, value in (("max_len", max_len), ("d_model", d_model)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}.")
         self.d_model = d_model
         self.max_len = max_len
         self.embedding = nn.Embedding(max_len, d_model)
@@ -119,6 +127,8 @@ class RotaryEmbedding(nn.Module):
             )
         if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len <= 0:
             raise ValueError(f"max_len must be a positive int (the number of positions), got {max_len!r}.")
+        if isinstance(base, bool) or not isinstance(base, int | float) or not base > 1:
+            raise ValueError(f"base must be a number > 1 (10000 in the paper), got {base!r}.")
         self.d_head = d_head
         self.max_len = max_len
         self.base = base

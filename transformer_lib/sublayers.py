@@ -19,7 +19,13 @@ def _check_size(name: str, value: int) -> None:
 
 
 def _check_features(x: torch.Tensor, d_model: int, where: str) -> None:
-    """Raise unless the last dimension of `x` holds `d_model` features."""
+    """Raise unless `x` is a floating-point tensor whose last dimension holds `d_model` features."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{where} expects a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{where} expects floating-point token vectors, got dtype {x.dtype}; embed token ids first"
+        )
     if x.dim() == 0 or x.shape[-1] != d_model:
         raise ValueError(
             f"{where} expects input of shape (..., d_model) with d_model={d_model}, "
@@ -102,6 +108,8 @@ class Residual(nn.Module):
         self, d_model: int, dropout: float = 0.0, norm_first: bool = False, eps: float = 1e-5
     ) -> None:
         super().__init__()
+        if not isinstance(norm_first, bool):
+            raise TypeError(f"norm_first must be True (pre-LN) or False (post-LN), got {norm_first!r}")
         self.norm = LayerNorm(d_model, eps=eps)
         self.dropout = nn.Dropout(dropout)
         self.norm_first = norm_first
@@ -110,6 +118,11 @@ class Residual(nn.Module):
         """Apply `sublayer` to x (..., d_model) inside the residual connection; same shape out."""
         _check_features(x, self.norm.d_model, "Residual")
         out = sublayer(self.norm(x) if self.norm_first else x)  # (..., d_model)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(
+                f"the sub-layer must return a tensor, got {type(out).__name__}; a module that returns "
+                "(output, weights), like MultiHeadAttention, needs a wrapper: lambda h: attn(h, h, h)[0]"
+            )
         if out.shape != x.shape:
             raise ValueError(
                 f"the sub-layer must return its input's shape {tuple(x.shape)} to be added to it, "

@@ -142,7 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two small sizes, print only")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per size")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per size")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

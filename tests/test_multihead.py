@@ -211,6 +211,16 @@ def test_gradcheck_float64(need_weights):
     assert torch.autograd.gradcheck(f, (query, memory))
 
 
+def test_stacked_self_attention_projection_equals_separate_projections():
+    torch.manual_seed(0)
+    for bias in (True, False):
+        layer = MultiHeadAttention(D_MODEL, NUM_HEADS, bias=bias)
+        x = torch.randn(B, T, D_MODEL)
+        stacked, _ = layer(x, x, x, attn_mask=causal_mask(T))  # query is key is value: one stacked product
+        separate, _ = layer(x, x.clone(), x.clone(), attn_mask=causal_mask(T))  # three products
+        torch.testing.assert_close(stacked, separate)
+
+
 def test_weights_are_distributions_with_zero_on_masked_keys():
     torch.manual_seed(0)
     layer = MultiHeadAttention(D_MODEL, NUM_HEADS)

@@ -195,8 +195,7 @@ class MultiHeadAttention(nn.Module):
                 the cached ones followed by this call's.
         """
         _check_inputs(self.d_model, self.num_heads, query, key, value, cache)
-        q = split_heads(self.q_proj(query), self.num_heads)  # (B, H, T, d_head)
-        k, v = self._keys_and_values(key, value, cache)  # (B, H, S, d_head) each
+        q, k, v = self._project(query, key, value, cache)  # (B, H, T, d_head), (B, H, S, d_head) twice
         B, H, T, _ = q.shape  # batch, heads, queries, head features
         mask = _merge_masks(key_padding_mask, attn_mask, (B, H, T, k.shape[-2]))  # broadcasts to (B, H, T, S)
         dropout_p = self.dropout if self.training else 0.0
@@ -206,18 +205,27 @@ class MultiHeadAttention(nn.Module):
             out, weights = _fused_attention(q, k, v, mask, dropout_p), None  # (B, H, T, d_head)
         return self.out_proj(merge_heads(out)), weights  # (B, T, d_model)
 
-    def _keys_and_values(self, key: Tensor, value: Tensor, cache: KVCache | None) -> tuple[Tensor, Tensor]:
-        """Project key and value into heads, or take them from the cache, and update the cache."""
+    def _project(
+        self, query: Tensor, key: Tensor, value: Tensor, cache: KVCache | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values split into heads; keys and values may come from and go to the cache."""
         if cache is not None and cache.static and cache.key is not None:
-            return cache.key, cache.value  # cross-attention: the memory was projected on the first call
-        k = split_heads(self.k_proj(key), self.num_heads)  # (B, H, S_new, d_head)
-        v = split_heads(self.v_proj(value), self.num_heads)  # (B, H, S_new, d_head)
+            q = split_heads(self.q_proj(query), self.num_heads)  # (B, H, T, d_head)
+            return q, cache.key, cache.value  # cross-attention: the memory was projected on the first call
+        if query is key and key is value:  # self-attention: one matrix product with W_q, W_k, W_v stacked
+            projections = (self.q_proj, self.k_proj, self.v_proj)
+            weight = torch.cat([p.weight for p in projections])  # (3 * d_model, d_model)
+            bias = None if self.q_proj.bias is None else torch.cat([p.bias for p in projections])
+            q, k, v = F.linear(query, weight, bias).chunk(3, dim=-1)  # (B, T, d_model) each
+        else:
+            q, k, v = self.q_proj(query), self.k_proj(key), self.v_proj(value)  # (B, T or S, d_model)
+        q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))  # (B, H, T or S_new, d_head)
         if cache is not None:
             if not cache.static and cache.key is not None:
                 k = torch.cat([cache.key, k], dim=2)  # (B, H, S_cached + S_new, d_head)
                 v = torch.cat([cache.value, v], dim=2)  # (B, H, S_cached + S_new, d_head)
             cache.key, cache.value = k, v
-        return k, v
+        return q, k, v
 
 
 def load_torch_multihead_attention(ours: MultiHeadAttention, theirs: nn.MultiheadAttention) -> None:

@@ -393,3 +393,10 @@ def test_bad_alpha(model):
     src, mask = random_sources(1, seed=0)
     with pytest.raises(ValueError, match=r"alpha must be a number >= 0, got -0.5"):
         beam_search(model, src, 2, 5, BOS, EOS, PAD, mask, alpha=-0.5)
+
+
+def test_src_must_be_a_batch_of_ids(model):
+    with pytest.raises(ValueError, match=r"src must be a \(B, S\) tensor of source token ids, got \(5,\)"):
+        generate(model, torch.tensor([3, 4, 5, 6, 7]), 5, BOS, EOS, PAD)
+    with pytest.raises(ValueError, match=r"src must be a \(B, S\) tensor"):
+        beam_search(model, [[3, 4]], 2, 5, BOS, EOS, PAD)

@@ -34,6 +34,9 @@ from transformer_lib.multihead import MultiHeadAttention, load_torch_multihead_a
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 32
 IMPLEMENTATIONS = ("torch", "fast", "readable")
+BLOCK_SECONDS = 0.05  # length of one timed block
+ROUND_BUDGET_SECONDS = 2.0  # cheap sizes: as many rounds as fit in this, up to MAX_ROUNDS
+MAX_ROUNDS = 25
 
 
 def make_call(
@@ -64,13 +67,20 @@ def forward_backward(call):
     return run
 
 
-def time_interleaved(runs: dict, rounds: int, block_seconds: float) -> dict[str, float]:
-    """Median seconds per call of each function, timed in interleaved rounds."""
-    numbers = {}
+def time_interleaved(runs: dict, min_rounds: int) -> dict[str, float]:
+    """Median seconds per call of each function, timed in interleaved rounds.
+
+    Each timed block lasts about BLOCK_SECONDS (at least one call). Cheap sizes get more rounds, up to
+    MAX_ROUNDS within about ROUND_BUDGET_SECONDS, since short timings suffer most from a busy machine.
+    """
+    numbers, round_seconds = {}, 0.0
     for name, run in runs.items():
         start = time.perf_counter()
         run()  # warm-up (allocations, kernel selection); its time sets how many calls make one timed block
-        numbers[name] = max(1, round(block_seconds / (time.perf_counter() - start)))
+        elapsed = time.perf_counter() - start
+        numbers[name] = max(1, round(BLOCK_SECONDS / elapsed))
+        round_seconds += numbers[name] * elapsed
+    rounds = max(min_rounds, min(MAX_ROUNDS, int(ROUND_BUDGET_SECONDS / round_seconds)))
     times = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():
@@ -79,7 +89,7 @@ def time_interleaved(runs: dict, rounds: int, block_seconds: float) -> dict[str,
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def bench_one(d_model: int, num_heads: int, T: int, causal: bool, rounds: int, block_seconds: float) -> dict:
+def bench_one(d_model: int, num_heads: int, T: int, causal: bool, min_rounds: int) -> dict:
     torch.manual_seed(0)
     theirs = nn.MultiheadAttention(d_model, num_heads, batch_first=True)
     ours = MultiHeadAttention(d_model, num_heads)
@@ -93,12 +103,12 @@ def bench_one(d_model: int, num_heads: int, T: int, causal: bool, rounds: int, b
 
     for module in (ours, theirs):
         module.eval()
-    forward = time_interleaved({n: forward_only(c) for n, c in calls.items()}, rounds, block_seconds)
+    forward = time_interleaved({n: forward_only(c) for n, c in calls.items()}, min_rounds)
 
     for module in (ours, theirs):
         module.train()
     x.requires_grad_(True)
-    train = time_interleaved({n: forward_backward(c) for n, c in calls.items()}, rounds, block_seconds)
+    train = time_interleaved({n: forward_backward(c) for n, c in calls.items()}, min_rounds)
     return {
         "d_model": d_model,
         "num_heads": num_heads,
@@ -142,7 +152,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two small sizes, print only")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per size")
+    parser.add_argument("--rounds", type=int, default=3, help="least interleaved timing rounds per size")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -150,10 +160,11 @@ def main() -> None:
         grid = [(128, 4, 64, False), (128, 4, 64, True)]
     else:
         grid = list(itertools.product((128, 256), (4, 8), (64, 128, 256, 512), (False, True)))
+    load_before = os.getloadavg()[0]  # other work on the machine slows the timings, ours and torch's alike
     started = time.perf_counter()
     rows = []
     for d_model, num_heads, T, causal in grid:
-        rows.append(bench_one(d_model, num_heads, T, causal, args.rounds, block_seconds=0.05))
+        rows.append(bench_one(d_model, num_heads, T, causal, args.rounds))
         fast = ratio(rows[-1], "forward_s", "fast"), ratio(rows[-1], "forward_backward_s", "fast")
         print(f"d_model={d_model} heads={num_heads} T={T} causal={causal}: fast/torch forward {fast[0]:.2f}, "
               f"forward+backward {fast[1]:.2f}", flush=True)
@@ -161,11 +172,13 @@ def main() -> None:
 
     header = (
         f"# MultiHeadAttention vs torch.nn.MultiheadAttention\n\n"
-        f"Self-attention, batch {BATCH}, float32, CPU ({platform.processor() or platform.machine()}), "
-        f"torch {torch.__version__}, **{torch.get_num_threads()} threads**, median of {args.rounds} "
-        f"interleaved rounds (torch.utils.benchmark). Ratios are ours / torch: below 1.0 means ours is "
+        f"Self-attention, batch {BATCH}, float32, CPU ({platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, load average {load_before:.1f} before the run), torch {torch.__version__}, "
+        f"**{torch.get_num_threads()} threads**. Median of {args.rounds} to {MAX_ROUNDS} interleaved rounds "
+        f"(more for small sizes; torch.utils.benchmark). Ratios are ours / torch: below 1.0 means ours is "
         f"faster. Forward: eval mode, no grad (PyTorch's native fast path). Forward+backward: training mode. "
-        f"Generated by `python benchmarks/bench_attention.py` in {elapsed:.0f} s."
+        f"Generated by `python benchmarks/bench_attention.py --threads {torch.get_num_threads()}` "
+        f"in {elapsed:.0f} s."
     )
     table = markdown(rows, header)
     print()
@@ -173,8 +186,9 @@ def main() -> None:
     if not args.quick:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "attention.md").write_text(table)
-        meta = {"batch": BATCH, "threads": torch.get_num_threads(), "rounds": args.rounds,
-                "torch": torch.__version__, "seconds": round(elapsed, 1)}
+        meta = {"batch": BATCH, "threads": torch.get_num_threads(), "min_rounds": args.rounds,
+                "max_rounds": MAX_ROUNDS, "load_average_before": load_before, "torch": torch.__version__,
+                "seconds": round(elapsed, 1)}
         (RESULTS / "attention.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
         print(f"wrote {RESULTS / 'attention.md'} and {RESULTS / 'attention.json'}")
 

@@ -164,6 +164,25 @@ def test_fast_and_readable_paths_agree(dtype, mask_kind):
         torch.testing.assert_close(fast, readable, **tolerance)
 
 
+@pytest.mark.parametrize("pattern", ["causal", "anti-causal", "strictly causal", "causal with a hole"])
+def test_square_masks_on_both_paths(pattern):
+    """The fast path passes is_causal=True for exactly the causal mask, and the mask itself otherwise."""
+    torch.manual_seed(0)
+    layer = MultiHeadAttention(D_MODEL, NUM_HEADS)
+    x = torch.randn(B, T, D_MODEL)
+    mask = causal_mask(T)
+    if pattern == "anti-causal":
+        mask = mask.T.contiguous()
+    elif pattern == "strictly causal":
+        mask = mask.tril(-1)  # the first query has no key: zeros
+    elif pattern == "causal with a hole":
+        mask = mask.clone()
+        mask[3, 1] = False
+    readable, _ = layer(x, x, x, attn_mask=mask, need_weights=True)
+    fast, _ = layer(x, x, x, attn_mask=mask)
+    torch.testing.assert_close(fast, readable)
+
+
 def test_fully_masked_query_gives_zero_attention_output_on_both_paths():
     torch.manual_seed(0)
     layer = MultiHeadAttention(D_MODEL, NUM_HEADS)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformer_lib.attention import scaled_dot_product_attention
+from transformer_lib.attention import causal_mask, scaled_dot_product_attention
 
 
 def split_heads(x: Tensor, num_heads: int) -> Tensor:
@@ -86,6 +86,10 @@ def _fused_attention(
     """PyTorch's fused attention, with a zero output (never NaN) for a query whose keys are all masked."""
     if mask is None:
         return F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p)  # (B, H, T, d_head)
+    T, S = query.shape[-2], key.shape[-2]  # queries, keys
+    if T == S and mask.shape == (T, S) and torch.equal(mask, causal_mask(T, device=mask.device)):
+        # Exactly the causal mask: let the kernel apply it, rather than read and add a (T, S) mask tensor.
+        return F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p, is_causal=True)
     empty = ~mask.any(dim=-1, keepdim=True)  # (B|1, H|1, T, 1): queries with no key to attend to
     out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask | empty, dropout_p=dropout_p)
     return out.masked_fill(empty, 0.0)  # (B, H, T, d_head)

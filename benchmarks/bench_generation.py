@@ -42,18 +42,18 @@ def make_model(quick: bool, max_new_tokens: int) -> Transformer:
 
 def check_same_tokens(model: Transformer, src: torch.Tensor, new_tokens: int) -> None:
     """Cached and uncached generation must agree, or the comparison would be meaningless (also a warm-up)."""
-    cached = generate(model, src, new_tokens, BOS, None, use_cache=True)
-    uncached = generate(model, src, new_tokens, BOS, None, use_cache=False)
-    if not torch.equal(cached, uncached) or cached.shape[1] != 1 + new_tokens:
+    cached = generate(model, src, None, new_tokens, BOS, None, use_cache=True)
+    uncached = generate(model, src, None, new_tokens, BOS, None, use_cache=False)
+    if not torch.equal(cached, uncached) or cached.shape[1] != new_tokens:
         raise RuntimeError("cached and uncached generation disagree: the comparison would be meaningless")
 
 
 def time_generation(model: Transformer, src: torch.Tensor, new_tokens: int, repeats: int) -> dict[str, float]:
     """Median seconds of one generate call with and without the cache, measured in interleaved repeats."""
-    runs = {
-        name: (lambda use_cache=use_cache: generate(model, src, new_tokens, BOS, None, use_cache=use_cache))
-        for name, use_cache in (("cached", True), ("uncached", False))
-    }
+    def run(use_cache: bool):
+        return lambda: generate(model, src, None, new_tokens, BOS, None, use_cache=use_cache)
+
+    runs = {"cached": run(True), "uncached": run(False)}
     times = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
@@ -94,7 +94,7 @@ def main() -> None:
     source_length = 32
     src = torch.randint(4, 1000, (args.batch, source_length), generator=torch.Generator().manual_seed(0))
     started = time.perf_counter()
-    check_same_tokens(model, src, 64)
+    check_same_tokens(model, src, min(64, max(lengths)))
     rows = []
     for new_tokens in lengths:
         times = time_generation(model, src, new_tokens, args.repeats)

@@ -18,6 +18,7 @@ from transformer_lib.generation import (
     top_k_filter,
     top_p_filter,
 )
+from transformer_lib.training import greedy_decode
 from transformer_lib.transformer import Transformer, TransformerConfig
 
 PAD, BOS, EOS = 0, 1, 2  # the ids chapter 1's Vocabulary gives the special tokens
@@ -178,7 +179,7 @@ def test_sampling_draws_from_the_filtered_renormalised_distribution():
 def test_sampling_with_a_seeded_generator_is_reproducible(model):
     src, mask = random_sources(4, seed=6)
     runs = [
-        generate(model, src, 15, BOS, EOS, PAD, mask, do_sample=True, temperature=1.5, top_k=8, top_p=0.95,
+        generate(model, src, mask, 15, BOS, EOS, PAD, do_sample=True, temperature=1.5, top_k=8, top_p=0.95,
                  generator=torch.Generator().manual_seed(seed))
         for seed in (7, 7, 8)
     ]
@@ -186,23 +187,30 @@ def test_sampling_with_a_seeded_generator_is_reproducible(model):
     assert not torch.equal(runs[0], runs[2]), "another seed should give other samples at this temperature"
 
 
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_greedy_generation_equals_chapter_9s_greedy_decode(model, use_cache):
+    src, mask = random_sources(6, seed=21)
+    expected = greedy_decode(model, src, mask, 15, BOS, EOS, PAD)  # the plain loop of chapter 9
+    assert torch.equal(generate(model, src, mask, 15, BOS, EOS, PAD, use_cache=use_cache), expected)
+
+
 @pytest.mark.parametrize("eos_id", [EOS, None])
 def test_cached_greedy_decoding_equals_uncached(model, eos_id):
     src, mask = random_sources(5, seed=9)
-    tokens, logits = generate(model, src, 20, BOS, eos_id, PAD, mask, use_cache=True, return_logits=True)
+    tokens, logits = generate(model, src, mask, 20, BOS, eos_id, PAD, use_cache=True, return_logits=True)
     ref_tokens, ref_logits = generate(
-        model, src, 20, BOS, eos_id, PAD, mask, use_cache=False, return_logits=True
+        model, src, mask, 20, BOS, eos_id, PAD, use_cache=False, return_logits=True
     )
     assert torch.equal(tokens, ref_tokens)
     torch.testing.assert_close(logits, ref_logits, rtol=1e-5, atol=1e-5)
     if eos_id is None:
-        assert tokens.shape == (5, 21) and logits.shape == (5, 20, VOCAB)
+        assert tokens.shape == (5, 20) and logits.shape == (5, 20, VOCAB)
 
 
 def test_cached_sampling_equals_uncached(model):
     src, mask = random_sources(5, seed=10)
     runs = [
-        generate(model, src, 20, BOS, EOS, PAD, mask, do_sample=True, temperature=1.3, top_p=0.9,
+        generate(model, src, mask, 20, BOS, EOS, PAD, do_sample=True, temperature=1.3, top_p=0.9,
                  generator=torch.Generator().manual_seed(11), use_cache=use_cache, return_logits=True)
         for use_cache in (True, False)
     ]
@@ -213,8 +221,8 @@ def test_cached_sampling_equals_uncached(model):
 @pytest.mark.parametrize("beam_size", [2, 4])
 def test_cached_beam_search_equals_uncached(model, beam_size):
     src, mask = random_sources(3, seed=12)
-    tokens, scores = beam_search(model, src, beam_size, 12, BOS, EOS, PAD, mask, use_cache=True)
-    ref_tokens, ref_scores = beam_search(model, src, beam_size, 12, BOS, EOS, PAD, mask, use_cache=False)
+    tokens, scores = beam_search(model, src, mask, 12, beam_size, BOS, EOS, PAD, use_cache=True)
+    ref_tokens, ref_scores = beam_search(model, src, mask, 12, beam_size, BOS, EOS, PAD, use_cache=False)
     assert torch.equal(tokens, ref_tokens)
     torch.testing.assert_close(scores, ref_scores, rtol=1e-5, atol=1e-5)
 
@@ -222,11 +230,11 @@ def test_cached_beam_search_equals_uncached(model, beam_size):
 @pytest.mark.parametrize("seed", [13, 14])
 def test_top_k_one_and_tiny_temperature_equal_greedy(model, seed):
     src, mask = random_sources(4, seed=seed)
-    greedy = generate(model, src, 15, BOS, EOS, PAD, mask)
+    greedy = generate(model, src, mask, 15, BOS, EOS, PAD)
     generator = torch.Generator().manual_seed(seed)
-    top1 = generate(model, src, 15, BOS, EOS, PAD, mask, do_sample=True, top_k=1, generator=generator)
+    top1 = generate(model, src, mask, 15, BOS, EOS, PAD, do_sample=True, top_k=1, generator=generator)
     cold = generate(
-        model, src, 15, BOS, EOS, PAD, mask, do_sample=True, temperature=1e-4, generator=generator
+        model, src, mask, 15, BOS, EOS, PAD, do_sample=True, temperature=1e-4, generator=generator
     )
     assert torch.equal(top1, greedy)
     assert torch.equal(cold, greedy)
@@ -236,8 +244,8 @@ def test_top_k_one_and_tiny_temperature_equal_greedy(model, seed):
 @pytest.mark.parametrize("seed", [15, 16])
 def test_beam_size_one_equals_greedy(model, alpha, seed):
     src, mask = random_sources(4, seed=seed)
-    greedy = generate(model, src, 15, BOS, EOS, PAD, mask)
-    tokens, scores = beam_search(model, src, 1, 15, BOS, EOS, PAD, mask, alpha=alpha)
+    greedy = generate(model, src, mask, 15, BOS, EOS, PAD)
+    tokens, scores = beam_search(model, src, mask, 15, 1, BOS, EOS, PAD, alpha=alpha)
     assert tokens.shape[1] == 1
     assert torch.equal(tokens[:, 0], greedy)
 
@@ -245,11 +253,11 @@ def test_beam_size_one_equals_greedy(model, alpha, seed):
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0])
 def test_beam_scores_are_length_normalized_log_probs_best_first(model, alpha):
     src, mask = random_sources(3, seed=17)
-    tokens, scores = beam_search(model, src, 3, 12, BOS, EOS, PAD, mask, alpha=alpha)
+    tokens, scores = beam_search(model, src, mask, 12, 3, BOS, EOS, PAD, alpha=alpha)
     B, K, L = tokens.shape
     flat_src, flat_mask = src.repeat_interleave(K, 0), mask.repeat_interleave(K, 0)
-    log_prob = sequence_log_prob(model, flat_src, tokens.view(B * K, L), PAD, flat_mask).view(B, K)
-    lengths = (tokens[..., 1:] != PAD).sum(-1)  # generated tokens, <eos> included
+    log_prob = sequence_log_prob(model, flat_src, flat_mask, tokens.view(B * K, L), BOS, PAD).view(B, K)
+    lengths = (tokens != PAD).sum(-1)  # generated tokens, <eos> included
     torch.testing.assert_close(scores, log_prob / length_penalty(lengths, alpha), rtol=1e-5, atol=1e-5)
     assert (scores[:, :-1] >= scores[:, 1:]).all(), "beams must come best first"
     for beams in tokens:
@@ -259,11 +267,12 @@ def test_beam_scores_are_length_normalized_log_probs_best_first(model, alpha):
 def test_beam_search_beats_myopic_greedy():
     bigram = myopic_bigram()
     src = torch.zeros(1, 1, dtype=torch.long)
-    greedy = generate(bigram, src, 5, BOS, EOS, PAD)
-    tokens, scores = beam_search(bigram, src, 2, 5, BOS, EOS, PAD, alpha=0.0)
-    assert greedy.tolist() == [[BOS, 3, EOS]]
-    assert tokens[0, 0].tolist() == [BOS, 4, EOS]
-    greedy_score, beam_score = sequence_log_prob(bigram, src, torch.cat([greedy, tokens[:, 0]]).view(2, 3))
+    greedy = generate(bigram, src, None, 5, BOS, EOS, PAD)
+    tokens, scores = beam_search(bigram, src, None, 5, 2, BOS, EOS, PAD, alpha=0.0)
+    assert greedy.tolist() == [[3, EOS]]
+    assert tokens[0, 0].tolist() == [4, EOS]
+    both = torch.cat([greedy, tokens[:, 0]])  # (2, 2)
+    greedy_score, beam_score = sequence_log_prob(bigram, src.expand(2, 1), None, both, BOS, PAD)
     assert beam_score > greedy_score
     assert math.isclose(beam_score.item(), math.log(0.4 * 0.9), rel_tol=1e-4)
     assert math.isclose(greedy_score.item(), math.log(0.6 * 0.34), rel_tol=1e-4)
@@ -272,24 +281,24 @@ def test_beam_search_beats_myopic_greedy():
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_generation_stops_at_eos_per_sequence_and_pads(use_cache):
     src = torch.tensor([[5, 6, EOS, EOS, EOS, EOS], [7, 8, 9, 10, EOS, EOS], [4, EOS, EOS, EOS, EOS, EOS]])
-    tokens = generate(CopyModel(), src, 10, BOS, EOS, PAD, use_cache=use_cache)
-    expected = [[BOS, 5, 6, EOS, PAD, PAD], [BOS, 7, 8, 9, 10, EOS], [BOS, 4, EOS, PAD, PAD, PAD]]
+    tokens = generate(CopyModel(), src, None, 10, BOS, EOS, PAD, use_cache=use_cache)
+    expected = [[5, 6, EOS, PAD, PAD], [7, 8, 9, 10, EOS], [4, EOS, PAD, PAD, PAD]]
     assert tokens.tolist() == expected, "stop when every sequence has ended; pad the ones that ended earlier"
-    beams, _ = beam_search(CopyModel(), src, 2, 10, BOS, EOS, PAD, use_cache=use_cache)
+    beams, _ = beam_search(CopyModel(), src, None, 10, 2, BOS, EOS, PAD, use_cache=use_cache)
     L = beams.shape[-1]  # the runner-up beams end later than the best ones
     assert beams[:, 0].tolist() == [row + [PAD] * (L - len(row)) for row in expected]
     for beam in beams.view(-1, L).tolist():  # every beam ends with one <eos>, then only padding
         end = beam.index(EOS)
-        assert EOS not in beam[1:end] and set(beam[end + 1 :]) <= {PAD}
-    cut = generate(CopyModel(), src, 3, BOS, EOS, PAD, use_cache=use_cache)
-    assert cut.tolist() == [[BOS, 5, 6, EOS], [BOS, 7, 8, 9], [BOS, 4, EOS, PAD]], "max_new_tokens caps it"
+        assert set(beam[end + 1 :]) <= {PAD}
+    cut = generate(CopyModel(), src, None, 3, BOS, EOS, PAD, use_cache=use_cache)
+    assert cut.tolist() == [[5, 6, EOS], [7, 8, 9], [4, EOS, PAD]], "max_new_tokens caps the length"
 
 
 def test_without_eos_generation_runs_to_max_new_tokens():
     src = torch.tensor([[EOS, EOS, EOS, EOS]])
-    assert generate(CopyModel(), src, 4, BOS, None, PAD).tolist() == [[BOS, EOS, EOS, EOS, EOS]]
-    beams, _ = beam_search(CopyModel(), src, 2, 4, BOS, None, PAD)
-    assert beams.shape == (1, 2, 5)
+    assert generate(CopyModel(), src, None, 4, BOS, None, PAD).tolist() == [[EOS, EOS, EOS, EOS]]
+    beams, _ = beam_search(CopyModel(), src, None, 4, 2, BOS, None, PAD)
+    assert beams.shape == (1, 2, 4)
 
 
 def trim(tokens: Tensor) -> list[int]:
@@ -303,22 +312,23 @@ def trim(tokens: Tensor) -> list[int]:
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_batch_decoding_equals_one_by_one(model, use_cache):
     src, mask = random_sources(5, seed=18)
-    batch = generate(model, src, 15, BOS, EOS, PAD, mask, use_cache=use_cache)
-    beams, scores = beam_search(model, src, 3, 15, BOS, EOS, PAD, mask, use_cache=use_cache)
+    batch = generate(model, src, mask, 15, BOS, EOS, PAD, use_cache=use_cache)
+    beams, scores = beam_search(model, src, mask, 15, 3, BOS, EOS, PAD, use_cache=use_cache)
     for i in range(5):
         alone = src[i : i + 1, : int(mask[i].sum())]  # this source only, without padding
-        assert trim(batch[i]) == trim(generate(model, alone, 15, BOS, EOS, PAD, use_cache=use_cache)[0])
-        alone_beams, alone_scores = beam_search(model, alone, 3, 15, BOS, EOS, PAD, use_cache=use_cache)
+        alone_tokens = generate(model, alone, None, 15, BOS, EOS, PAD, use_cache=use_cache)
+        assert trim(batch[i]) == trim(alone_tokens[0])
+        alone_beams, alone_scores = beam_search(model, alone, None, 15, 3, BOS, EOS, PAD, use_cache=use_cache)
         assert [trim(row) for row in beams[i]] == [trim(row) for row in alone_beams[0]]
         torch.testing.assert_close(scores[i], alone_scores[0], rtol=1e-5, atol=1e-5)
 
 
 def test_sequence_log_prob_sums_the_step_log_probs(model):
     src, mask = random_sources(4, seed=19)
-    tokens, logits = generate(model, src, 12, BOS, EOS, PAD, mask, return_logits=True)
-    picked = logits.log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)  # (B, L)
-    expected = picked.masked_fill(tokens[:, 1:] == PAD, 0.0).sum(-1)
-    got = sequence_log_prob(model, src, tokens, PAD, mask)
+    tokens, logits = generate(model, src, mask, 12, BOS, EOS, PAD, return_logits=True)
+    picked = logits.log_softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)  # (B, L)
+    expected = picked.masked_fill(tokens == PAD, 0.0).sum(-1)
+    got = sequence_log_prob(model, src, mask, tokens, BOS, PAD)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -338,7 +348,7 @@ def test_bad_temperature(model, temperature):
         apply_temperature(torch.zeros(1, 3), temperature)
     src, mask = random_sources(1, seed=0)
     with pytest.raises(ValueError, match="temperature must be"):
-        generate(model, src, 5, BOS, EOS, PAD, mask, do_sample=True, temperature=temperature)
+        generate(model, src, mask, 5, BOS, EOS, PAD, do_sample=True, temperature=temperature)
 
 
 @pytest.mark.parametrize("k", [0, -2, 1.5, True])
@@ -347,7 +357,7 @@ def test_bad_top_k(model, k):
         top_k_filter(torch.zeros(1, 3), k)
     src, mask = random_sources(1, seed=0)
     with pytest.raises(ValueError, match="top_k must be"):
-        generate(model, src, 5, BOS, EOS, PAD, mask, do_sample=True, top_k=k)
+        generate(model, src, mask, 5, BOS, EOS, PAD, do_sample=True, top_k=k)
 
 
 @pytest.mark.parametrize("p", [0, 0.0, -0.1, 1.01, 2])
@@ -356,20 +366,20 @@ def test_bad_top_p(model, p):
         top_p_filter(torch.zeros(1, 3), p)
     src, mask = random_sources(1, seed=0)
     with pytest.raises(ValueError, match="top_p must be"):
-        generate(model, src, 5, BOS, EOS, PAD, mask, do_sample=True, top_p=p)
+        generate(model, src, mask, 5, BOS, EOS, PAD, do_sample=True, top_p=p)
 
 
 @pytest.mark.parametrize("beam_size", [0, -1, 2.0])
 def test_bad_beam_size(model, beam_size):
     src, mask = random_sources(1, seed=0)
     with pytest.raises(ValueError, match=rf"beam_size must be an int >= 1, got {beam_size!r}"):
-        beam_search(model, src, beam_size, 5, BOS, EOS, PAD, mask)
+        beam_search(model, src, mask, 5, beam_size, BOS, EOS, PAD)
 
 
 def test_beam_size_larger_than_the_vocabulary(model):
     src, mask = random_sources(1, seed=0)
     with pytest.raises(ValueError, match=rf"beam_size=14 is larger than the vocabulary \({VOCAB} tokens\)"):
-        beam_search(model, src, 14, 5, BOS, EOS, PAD, mask)
+        beam_search(model, src, mask, 5, 14, BOS, EOS, PAD)
 
 
 @pytest.mark.parametrize("max_new_tokens", [0, -3, 2.5])
@@ -377,26 +387,39 @@ def test_bad_max_new_tokens(model, max_new_tokens):
     src, mask = random_sources(1, seed=0)
     message = rf"max_new_tokens must be an int >= 1, got {max_new_tokens!r}"
     with pytest.raises(ValueError, match=message):
-        generate(model, src, max_new_tokens, BOS, EOS, PAD, mask)
+        generate(model, src, mask, max_new_tokens, BOS, EOS, PAD)
     with pytest.raises(ValueError, match=message):
-        beam_search(model, src, 2, max_new_tokens, BOS, EOS, PAD, mask)
+        beam_search(model, src, mask, max_new_tokens, 2, BOS, EOS, PAD)
 
 
 def test_max_new_tokens_beyond_the_models_positions(model):
     src, mask = random_sources(1, seed=0)
     with pytest.raises(ValueError, match=r"max_new_tokens=25 .* max_len=24"):
-        generate(model, src, 25, BOS, EOS, PAD, mask)
-    assert generate(model, src, 24, BOS, None, PAD, mask).shape == (1, 25), "max_len new tokens fit"
+        generate(model, src, mask, 25, BOS, EOS, PAD)
+    assert generate(model, src, mask, 24, BOS, None, PAD).shape == (1, 24), "max_len new tokens fit"
 
 
 def test_bad_alpha(model):
     src, mask = random_sources(1, seed=0)
     with pytest.raises(ValueError, match=r"alpha must be a number >= 0, got -0.5"):
-        beam_search(model, src, 2, 5, BOS, EOS, PAD, mask, alpha=-0.5)
+        beam_search(model, src, mask, 5, 2, BOS, EOS, PAD, alpha=-0.5)
 
 
 def test_src_must_be_a_batch_of_ids(model):
     with pytest.raises(ValueError, match=r"src must be a \(B, S\) tensor of source token ids, got \(5,\)"):
-        generate(model, torch.tensor([3, 4, 5, 6, 7]), 5, BOS, EOS, PAD)
+        generate(model, torch.tensor([3, 4, 5, 6, 7]), None, 5, BOS, EOS, PAD)
     with pytest.raises(ValueError, match=r"src must be a \(B, S\) tensor"):
-        beam_search(model, [[3, 4]], 2, 5, BOS, EOS, PAD)
+        beam_search(model, [[3, 4]], None, 5, 2, BOS, EOS, PAD)
+
+
+def test_decoding_runs_in_eval_mode_and_restores_the_mode():
+    torch.manual_seed(1)
+    config = TransformerConfig(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, d_model=16, num_heads=2,
+                               num_encoder_layers=1, num_decoder_layers=1, d_ff=32, dropout=0.5, max_len=16)
+    model = Transformer(config)  # training mode, with dropout
+    src, mask = random_sources(3, seed=20)
+    runs = [generate(model, src, mask, 8, BOS, EOS, PAD, use_cache=use_cache) for use_cache in (True, False)]
+    beams = [beam_search(model, src, mask, 8, 2, BOS, EOS, PAD)[0] for _ in range(2)]
+    assert model.training, "the caller's mode must be restored"
+    assert torch.equal(runs[0], runs[1]) and torch.equal(beams[0], beams[1]), "no dropout while decoding"
+    assert torch.equal(runs[0], generate(model.eval(), src, mask, 8, BOS, EOS, PAD))

@@ -12,6 +12,9 @@ __all__ = [
     "beam_search",
 ]
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -119,7 +122,7 @@ def _next_token_logits(
 
 
 def _check_decoding_args(model: nn.Module, src: Tensor, max_new_tokens: int) -> None:
-    """Raise early, naming the value, when max_new_tokens is not a positive int or does not fit the model."""
+    """Raise early, naming the value, when src is not a batch or max_new_tokens does not fit the model."""
     _check_int_at_least("max_new_tokens", max_new_tokens, 1, "it is the maximum number of tokens to generate")
     if not isinstance(src, Tensor) or src.dim() != 2:
         got = tuple(src.shape) if isinstance(src, Tensor) else type(src).__name__
@@ -132,15 +135,26 @@ def _check_decoding_args(model: nn.Module, src: Tensor, max_new_tokens: int) -> 
         )
 
 
-@torch.no_grad()
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run the block with the model in eval mode (no dropout) and without gradients, then restore its mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
 def generate(
     model: nn.Module,
     src: Tensor,
+    src_padding_mask: Tensor | None,
     max_new_tokens: int,
-    bos_id: int,
-    eos_id: int | None,
+    bos_id: int = 1,
+    eos_id: int | None = 2,
     pad_id: int = 0,
-    src_padding_mask: Tensor | None = None,
     *,
     do_sample: bool = False,
     temperature: float = 1.0,
@@ -150,20 +164,23 @@ def generate(
     use_cache: bool = True,
     return_logits: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Generate target ids for the sources src (B, S), one token at a time: greedy, or sampling.
+    """Generate target ids for the sources src (B, S), one token at a time: greedy decoding, or sampling.
 
     Args:
-        model: an encoder-decoder with encode, decode and new_cache (chapter 8's Transformer), in eval mode.
+        model: an encoder-decoder with encode, decode and new_cache, like chapter 8's Transformer; it runs in
+            eval mode, and its mode is restored afterwards.
+        src_padding_mask: (B, S) bool, True at real source tokens; None when there is no padding.
         max_new_tokens: the most tokens to generate after <bos>.
-        eos_id: a sequence is finished once it produces this id; later positions get pad_id. None never stops.
-        src_padding_mask: (B, S) bool, True at real source tokens.
+        bos_id, eos_id, pad_id: the special tokens (defaults: the ids of chapter 1's Vocabulary). A sequence
+            is finished once it produces eos_id, and gets pad_id from then on; eos_id=None never stops early.
         do_sample: False for greedy decoding (argmax), True to sample with temperature, top_k and top_p.
         generator: a torch.Generator for reproducible samples.
-        use_cache: decode incrementally with a key/value cache (same tokens, less work).
+        use_cache: decode incrementally with a key/value cache (the same tokens, less work).
         return_logits: also return the model's raw logits at every step.
     Returns:
-        tokens (B, 1 + L) starting with bos_id, L <= max_new_tokens (generation stops once every sequence has
-        produced eos_id); with return_logits also the logits (B, L, V).
+        tokens (B, L) without <bos>, L <= max_new_tokens (generation stops once every sequence has produced
+        eos_id), as chapter 9's greedy_decode returns them; with return_logits also the logits (B, L, V) of
+        every step.
     """
     _check_decoding_args(model, src, max_new_tokens)
     _check_temperature(temperature)
@@ -171,48 +188,55 @@ def generate(
         _check_top_k(top_k)
     if top_p is not None:
         _check_top_p(top_p)
-    memory = model.encode(src, src_padding_mask)  # (B, S, d_model)
-    B = src.shape[0]  # batch
-    tokens = torch.full((B, 1), bos_id, dtype=torch.long, device=src.device)  # (B, 1)
-    finished = torch.zeros(B, dtype=torch.bool, device=src.device)  # (B,)
-    cache = model.new_cache() if use_cache else None
-    all_logits = []
-    for _ in range(max_new_tokens):
-        logits = _next_token_logits(model, tokens, memory, src_padding_mask, cache)  # (B, V)
-        if do_sample:
-            next_token = sample_next_token(logits, temperature, top_k, top_p, generator)  # (B,)
-        else:
-            next_token = logits.argmax(dim=-1)  # (B,)
-        next_token = next_token.masked_fill(finished, pad_id)  # finished sequences are padded
-        tokens = torch.cat([tokens, next_token[:, None]], dim=1)  # (B, T + 1)
-        all_logits.append(logits)
-        if eos_id is not None:
-            finished |= next_token == eos_id
-            if finished.all():
-                break
-    return (tokens, torch.stack(all_logits, dim=1)) if return_logits else tokens  # logits (B, L, V)
+    with _eval_mode(model):
+        memory = model.encode(src, src_padding_mask)  # (B, S, d_model)
+        B = src.shape[0]  # batch
+        tokens = torch.full((B, 1), bos_id, dtype=torch.long, device=src.device)  # (B, 1)
+        finished = torch.zeros(B, dtype=torch.bool, device=src.device)  # (B,)
+        cache = model.new_cache() if use_cache else None
+        all_logits = []
+        for _ in range(max_new_tokens):
+            logits = _next_token_logits(model, tokens, memory, src_padding_mask, cache)  # (B, V)
+            if do_sample:
+                next_token = sample_next_token(logits, temperature, top_k, top_p, generator)  # (B,)
+            else:
+                next_token = logits.argmax(dim=-1)  # (B,)
+            next_token = next_token.masked_fill(finished, pad_id)  # finished sequences are padded
+            tokens = torch.cat([tokens, next_token[:, None]], dim=1)  # (B, T + 1)
+            all_logits.append(logits)
+            if eos_id is not None:
+                finished |= next_token == eos_id
+                if finished.all():
+                    break
+    if return_logits:
+        return tokens[:, 1:], torch.stack(all_logits, dim=1)  # (B, L), (B, L, V)
+    return tokens[:, 1:]  # (B, L): without <bos>
 
 
-@torch.no_grad()
 def sequence_log_prob(
     model: nn.Module,
     src: Tensor,
+    src_padding_mask: Tensor | None,
     tokens: Tensor,
+    bos_id: int = 1,
     pad_id: int = 0,
-    src_padding_mask: Tensor | None = None,
 ) -> Tensor:
     """log P(y | x) of each target sequence: the sum of its tokens' log-probabilities, padding left out.
 
     Args:
-        src: source ids (B, S). tokens: target ids (B, T) starting with <bos>, as generate returns them.
+        src: source ids (B, S); src_padding_mask: (B, S) bool, True at real tokens, or None.
+        tokens: target ids (B, L) without <bos>, as generate returns them; positions holding pad_id do not
+            count.
     Returns:
-        (B,) log-probabilities of tokens[:, 1:] (positions holding pad_id do not count).
+        (B,) log-probabilities, from one decoder pass over <bos> + tokens (in eval mode).
     """
-    memory = model.encode(src, src_padding_mask)  # (B, S, d_model)
-    log_probs = model.decode(tokens[:, :-1], memory, src_padding_mask).log_softmax(dim=-1)  # (B, T - 1, V)
-    targets = tokens[:, 1:]  # (B, T - 1): the token each position predicts
-    picked = log_probs.gather(-1, targets[..., None]).squeeze(-1)  # (B, T - 1)
-    return picked.masked_fill(targets == pad_id, 0.0).sum(dim=-1)  # (B,)
+    with _eval_mode(model):
+        memory = model.encode(src, src_padding_mask)  # (B, S, d_model)
+        bos = torch.full_like(tokens[:, :1], bos_id)  # (B, 1)
+        tgt_in = torch.cat([bos, tokens[:, :-1]], dim=1)  # (B, L): the decoder input, shifted right
+        log_probs = model.decode(tgt_in, memory, src_padding_mask).log_softmax(dim=-1)  # (B, L, V)
+    picked = log_probs.gather(-1, tokens[..., None]).squeeze(-1)  # (B, L): log P of each token
+    return picked.masked_fill(tokens == pad_id, 0.0).sum(dim=-1)  # (B,)
 
 
 def length_penalty(length: Tensor | int, alpha: float) -> Tensor:
@@ -233,16 +257,15 @@ def _reorder_cache(cache: list[dict[str, KVCache]], rows: Tensor) -> None:
                 kv.value = kv.value.index_select(0, rows)  # (B * K, H, T, d_head)
 
 
-@torch.no_grad()
 def beam_search(
     model: nn.Module,
     src: Tensor,
-    beam_size: int,
+    src_padding_mask: Tensor | None,
     max_new_tokens: int,
-    bos_id: int,
-    eos_id: int | None,
+    beam_size: int = 4,
+    bos_id: int = 1,
+    eos_id: int | None = 2,
     pad_id: int = 0,
-    src_padding_mask: Tensor | None = None,
     *,
     alpha: float = 0.6,
     use_cache: bool = True,
@@ -253,53 +276,55 @@ def beam_search(
     including <eos>. Finished hypotheses stay in the beam, padded, and compete with the unfinished ones.
 
     Args:
-        model, src, max_new_tokens, bos_id, eos_id, pad_id, src_padding_mask, use_cache: as in generate.
+        model, src, src_padding_mask, max_new_tokens, bos_id, eos_id, pad_id, use_cache: as in generate.
         beam_size: hypotheses kept per source; 1 is greedy decoding.
         alpha: the length penalty's exponent; 0 ranks by log-probability alone.
     Returns:
-        tokens (B, beam_size, 1 + L) and their scores (B, beam_size), best first: tokens[:, 0] is the answer.
+        tokens (B, beam_size, L) without <bos> and their scores (B, beam_size), best first: tokens[:, 0] is
+        the answer.
     """
     _check_int_at_least("beam_size", beam_size, 1, "beam_size=1 is greedy decoding")
     _check_decoding_args(model, src, max_new_tokens)
     length_penalty(0, alpha)  # checks alpha
     B, K = src.shape[0], beam_size  # batch, beams per source
-    memory = model.encode(src, src_padding_mask).repeat_interleave(K, dim=0)  # (B * K, S, d_model)
-    if src_padding_mask is not None:
-        src_padding_mask = src_padding_mask.repeat_interleave(K, dim=0)  # (B * K, S)
     device = src.device
-    tokens = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)  # (B * K, 1)
-    scores = torch.zeros(B, K, device=device)  # (B, K): sum of log-probs of each hypothesis
-    scores[:, 1:] = float("-inf")  # the K beams start identical: let only the first one grow at step 1
-    lengths = torch.zeros(B, K, dtype=torch.long, device=device)  # (B, K): tokens up to and including <eos>
-    finished = torch.zeros(B, K, dtype=torch.bool, device=device)  # (B, K)
-    first_row = torch.arange(B, device=device)[:, None] * K  # (B, 1): row of each source's first beam
-    cache = model.new_cache() if use_cache else None
-    for _ in range(max_new_tokens):
-        logits = _next_token_logits(model, tokens, memory, src_padding_mask, cache)  # (B * K, V)
-        V = logits.shape[-1]  # vocabulary size
-        if K > V:
-            raise ValueError(f"beam_size={K} is larger than the vocabulary ({V} tokens); use at most {V}")
-        log_probs = logits.log_softmax(dim=-1).view(B, K, V)  # (B, K, V)
-        pad_only = torch.full((V,), float("-inf"), device=device)
-        pad_only[pad_id] = 0.0  # a finished hypothesis continues with <pad>, at no cost
-        log_probs = torch.where(finished[..., None], pad_only, log_probs)  # (B, K, V)
-        candidate_scores = scores[..., None] + log_probs  # (B, K, V): every one-token extension
-        candidate_lengths = lengths + (~finished).long()  # (B, K): finished hypotheses keep their length
-        normalized = candidate_scores / length_penalty(candidate_lengths, alpha)[..., None]  # (B, K, V)
-        best = normalized.view(B, K * V).topk(K, dim=-1).indices  # (B, K): the K best extensions
-        parent, next_token = best // V, best % V  # (B, K) each: which beam it extends, with which token
-        scores = candidate_scores.view(B, K * V).gather(-1, best)  # (B, K)
-        lengths = candidate_lengths.gather(-1, parent)  # (B, K)
-        finished = finished.gather(-1, parent)  # (B, K)
-        if eos_id is not None:
-            finished |= next_token == eos_id
-        rows = (first_row + parent).view(-1)  # (B * K,): the row of each new beam's parent
-        tokens = torch.cat([tokens[rows], next_token.view(-1, 1)], dim=1)  # (B * K, T + 1)
-        if cache is not None:
-            _reorder_cache(cache, rows)
-        if finished.all():
-            break
+    with _eval_mode(model):
+        memory = model.encode(src, src_padding_mask).repeat_interleave(K, dim=0)  # (B * K, S, d_model)
+        if src_padding_mask is not None:
+            src_padding_mask = src_padding_mask.repeat_interleave(K, dim=0)  # (B * K, S)
+        tokens = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)  # (B * K, 1)
+        scores = torch.zeros(B, K, device=device)  # (B, K): sum of log-probs of each hypothesis
+        scores[:, 1:] = float("-inf")  # the K beams start identical: let only the first one grow at step 1
+        lengths = torch.zeros(B, K, dtype=torch.long, device=device)  # (B, K): tokens up to and with <eos>
+        finished = torch.zeros(B, K, dtype=torch.bool, device=device)  # (B, K)
+        first_row = torch.arange(B, device=device)[:, None] * K  # (B, 1): row of each source's first beam
+        cache = model.new_cache() if use_cache else None
+        for _ in range(max_new_tokens):
+            logits = _next_token_logits(model, tokens, memory, src_padding_mask, cache)  # (B * K, V)
+            V = logits.shape[-1]  # vocabulary size
+            if K > V:
+                raise ValueError(f"beam_size={K} is larger than the vocabulary ({V} tokens); use at most {V}")
+            log_probs = logits.log_softmax(dim=-1).view(B, K, V)  # (B, K, V)
+            pad_only = torch.full((V,), float("-inf"), device=device)
+            pad_only[pad_id] = 0.0  # a finished hypothesis continues with <pad>, at no cost
+            log_probs = torch.where(finished[..., None], pad_only, log_probs)  # (B, K, V)
+            candidate_scores = scores[..., None] + log_probs  # (B, K, V): every one-token extension
+            candidate_lengths = lengths + (~finished).long()  # (B, K): finished hypotheses keep their length
+            normalized = candidate_scores / length_penalty(candidate_lengths, alpha)[..., None]  # (B, K, V)
+            best = normalized.view(B, K * V).topk(K, dim=-1).indices  # (B, K): the K best extensions
+            parent, next_token = best // V, best % V  # (B, K) each: which beam it extends, with which token
+            scores = candidate_scores.view(B, K * V).gather(-1, best)  # (B, K)
+            lengths = candidate_lengths.gather(-1, parent)  # (B, K)
+            finished = finished.gather(-1, parent)  # (B, K)
+            if eos_id is not None:
+                finished |= next_token == eos_id
+            rows = (first_row + parent).view(-1)  # (B * K,): the row of each new beam's parent
+            tokens = torch.cat([tokens[rows], next_token.view(-1, 1)], dim=1)  # (B * K, T + 1)
+            if cache is not None:
+                _reorder_cache(cache, rows)
+            if finished.all():
+                break
     final = scores / length_penalty(lengths, alpha)  # (B, K)
     final, order = final.sort(dim=-1, descending=True, stable=True)  # (B, K) each, best first
-    tokens = tokens.view(B, K, -1)  # (B, K, 1 + L)
+    tokens = tokens[:, 1:].reshape(B, K, -1)  # (B, K, L): without <bos>
     return tokens.gather(1, order[..., None].expand_as(tokens)), final

@@ -4,7 +4,7 @@ Every module but this one is generated from a notebook (see the header of each f
 hand and lists the public API, chapter by chapter, in the order the course builds it.
 """
 
-# Chapter 1: from text to vectors
+# Chapter 1. From text to vectors
 from transformer_lib.tokenizer import (
     BOS,
     EOS,
@@ -19,9 +19,90 @@ from transformer_lib.tokenizer import (
     pad_batch,
     split_words,
 )
+# Chapter 2. Scaled dot-product attention
+from transformer_lib.attention import (
+    causal_mask,
+    lengths_to_mask,
+    padding_mask,
+    scaled_dot_product_attention,
+)
+# Chapter 3. Multi-head attention
+from transformer_lib.multihead import (
+    KVCache,
+    MultiHeadAttention,
+    load_torch_multihead_attention,
+    merge_heads,
+    split_heads,
+)
+# Chapter 4. Positional encoding
+from transformer_lib.positional import (
+    LearnedPositionalEmbedding,
+    RotaryEmbedding,
+    SinusoidalPositionalEncoding,
+    sinusoidal_encoding,
+)
+# Chapter 5. Feed-forward network, residual connections and layer normalization
+from transformer_lib.sublayers import (
+    FeedForward,
+    LayerNorm,
+    Residual,
+)
+# Chapter 6. The encoder
+from transformer_lib.encoder import (
+    Encoder,
+    EncoderLayer,
+    load_torch_encoder,
+    load_torch_encoder_layer,
+)
+# Chapter 7. The decoder
+from transformer_lib.decoder import (
+    Decoder,
+    DecoderLayer,
+    load_torch_decoder,
+    load_torch_decoder_layer,
+)
+# Chapter 8. The full Transformer
+from transformer_lib.transformer import (
+    TokenEmbedding,
+    Transformer,
+    TransformerConfig,
+    load_torch_transformer,
+)
+# Chapter 9. Training
+from transformer_lib.training import (
+    TASKS,
+    Batch,
+    History,
+    cosine_schedule,
+    evaluate,
+    exact_match_accuracy,
+    greedy_decode,
+    label_smoothed_cross_entropy,
+    load_checkpoint,
+    make_batch,
+    make_splits,
+    noam_lr,
+    save_checkpoint,
+    seed_everything,
+    smoothed_targets,
+    train,
+    train_step,
+    warmup_inverse_sqrt_schedule,
+)
+# Chapter 10. Decoding
+from transformer_lib.generation import (
+    apply_temperature,
+    beam_search,
+    generate,
+    length_penalty,
+    sample_next_token,
+    sequence_log_prob,
+    top_k_filter,
+    top_p_filter,
+)
 
 __all__ = [
-    # Chapter 1: from text to vectors
+    # Chapter 1. From text to vectors
     "PAD",
     "BOS",
     "EOS",
@@ -30,8 +111,71 @@ __all__ = [
     "Vocabulary",
     "Tokenizer",
     "CharTokenizer",
+    "split_words",
     "WordTokenizer",
     "BPETokenizer",
-    "split_words",
     "pad_batch",
+    # Chapter 2. Scaled dot-product attention
+    "padding_mask",
+    "lengths_to_mask",
+    "causal_mask",
+    "scaled_dot_product_attention",
+    # Chapter 3. Multi-head attention
+    "split_heads",
+    "merge_heads",
+    "KVCache",
+    "MultiHeadAttention",
+    "load_torch_multihead_attention",
+    # Chapter 4. Positional encoding
+    "sinusoidal_encoding",
+    "SinusoidalPositionalEncoding",
+    "LearnedPositionalEmbedding",
+    "RotaryEmbedding",
+    # Chapter 5. Feed-forward network, residual connections and layer normalization
+    "FeedForward",
+    "LayerNorm",
+    "Residual",
+    # Chapter 6. The encoder
+    "EncoderLayer",
+    "load_torch_encoder_layer",
+    "Encoder",
+    "load_torch_encoder",
+    # Chapter 7. The decoder
+    "DecoderLayer",
+    "load_torch_decoder_layer",
+    "Decoder",
+    "load_torch_decoder",
+    # Chapter 8. The full Transformer
+    "TransformerConfig",
+    "TokenEmbedding",
+    "Transformer",
+    "load_torch_transformer",
+    # Chapter 9. Training
+    "seed_everything",
+    "TASKS",
+    "make_splits",
+    "Batch",
+    "make_batch",
+    "smoothed_targets",
+    "label_smoothed_cross_entropy",
+    "noam_lr",
+    "warmup_inverse_sqrt_schedule",
+    "cosine_schedule",
+    "train_step",
+    "greedy_decode",
+    "exact_match_accuracy",
+    "evaluate",
+    "History",
+    "train",
+    "save_checkpoint",
+    "load_checkpoint",
+    # Chapter 10. Decoding
+    "apply_temperature",
+    "top_k_filter",
+    "top_p_filter",
+    "sample_next_token",
+    "generate",
+    "sequence_log_prob",
+    "length_penalty",
+    "beam_search",
 ]

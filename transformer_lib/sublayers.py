@@ -85,9 +85,9 @@ class LayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalize x (..., d_model) over its last dimension; same shape out."""
         _check_features(x, self.d_model, "LayerNorm")
-        mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
-        var = x.var(dim=-1, correction=0, keepdim=True)  # (..., 1) biased: divides by d_model
-        x_hat = (x - mean) / torch.sqrt(var + self.eps)  # (..., d_model)
+        centered = x - x.mean(dim=-1, keepdim=True)  # (..., d_model)
+        var = (centered * centered).mean(dim=-1, keepdim=True)  # (..., 1) biased: divides by d_model
+        x_hat = centered / torch.sqrt(var + self.eps)  # (..., d_model)
         return self.gain * x_hat + self.bias  # (..., d_model)
 
 

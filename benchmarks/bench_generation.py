@@ -50,10 +50,10 @@ def check_same_tokens(model: Transformer, src: torch.Tensor, new_tokens: int) ->
 
 def time_generation(model: Transformer, src: torch.Tensor, new_tokens: int, repeats: int) -> dict[str, float]:
     """Median seconds of one generate call with and without the cache, measured in interleaved repeats."""
-    def run(use_cache: bool):
+    def decoder(use_cache: bool):
         return lambda: generate(model, src, None, new_tokens, BOS, None, use_cache=use_cache)
 
-    runs = {"cached": run(True), "uncached": run(False)}
+    runs = {"cached": decoder(True), "uncached": decoder(False)}
     times = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():

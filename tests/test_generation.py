@@ -161,6 +161,12 @@ def test_top_p_set_is_minimal_on_random_distributions(p):
     assert (smallest_kept >= largest_dropped).all(), "the set must consist of the most probable tokens"
 
 
+@pytest.mark.parametrize(("p", "count"), [(0.25, 1), (0.5, 2), (0.51, 3), (0.75, 3), (0.76, 4)])
+def test_top_p_with_tied_probabilities_keeps_the_smallest_number(p, count):
+    logits = torch.zeros(2, 4)  # four tokens of probability 0.25 each: any two of them reach 0.5
+    assert (torch.isfinite(top_p_filter(logits, p)).sum(-1) == count).all()
+
+
 def test_sampling_draws_from_the_filtered_renormalised_distribution():
     logits = torch.tensor([0.5, 0.3, 0.2]).log().expand(40_000, 3)  # one row per draw
     generator = torch.Generator().manual_seed(5)
@@ -225,6 +231,49 @@ def test_cached_beam_search_equals_uncached(model, beam_size):
     ref_tokens, ref_scores = beam_search(model, src, mask, 12, beam_size, BOS, EOS, PAD, use_cache=False)
     assert torch.equal(tokens, ref_tokens)
     torch.testing.assert_close(scores, ref_scores, rtol=1e-5, atol=1e-5)
+
+
+class DecodeSpy(nn.Module):
+    """Wraps a Transformer; records (tokens fed, start, self cache length, cross cache length) per decode."""
+
+    def __init__(self, model: Transformer) -> None:
+        super().__init__()
+        self.model, self.calls = model, []
+
+    def new_cache(self) -> list:
+        return self.model.new_cache()
+
+    def encode(self, src: Tensor, src_padding_mask: Tensor | None = None) -> Tensor:
+        return self.model.encode(src, src_padding_mask)
+
+    def decode(self, tgt, memory, src_padding_mask=None, tgt_padding_mask=None, cache=None, start=0):
+        logits = self.model.decode(tgt, memory, src_padding_mask, tgt_padding_mask, cache, start)
+        self.calls.append((tgt.shape[1], start, cache[0]["self"].length, cache[0]["cross"].length))
+        return logits
+
+
+@pytest.mark.parametrize("search", ["generate", "beam_search"])
+def test_cache_appends_one_position_per_step_and_projects_the_memory_once(model, search):
+    src, mask = random_sources(3, seed=22)
+    spy = DecodeSpy(model).eval()  # eval: decoding restores the spy's mode, and with it the model's
+    projections = []  # one entry per call of a cross-attention key or value projection
+    hooks = [
+        projection.register_forward_hook(lambda *_: projections.append(1))
+        for layer in model.decoder.layers
+        for projection in (layer.cross_attn.k_proj, layer.cross_attn.v_proj)
+    ]
+    try:
+        if search == "generate":
+            generate(spy, src, mask, 10, BOS, None, PAD)
+        else:
+            beam_search(spy, src, mask, 10, 3, BOS, None, PAD)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert [call[:2] for call in spy.calls] == [(1, t) for t in range(10)], "one new token per step"
+    assert [call[2] for call in spy.calls] == list(range(1, 11)), "the self-attention cache grows by one"
+    assert all(call[3] == src.shape[1] for call in spy.calls), "the cross-attention cache holds the source"
+    assert len(projections) == 2 * len(model.decoder.layers), "the memory is projected once per layer"
 
 
 @pytest.mark.parametrize("seed", [13, 14])

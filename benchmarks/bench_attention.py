@@ -2,6 +2,7 @@
 
     python benchmarks/bench_attention.py            # full grid; writes benchmarks/results/attention.{md,json}
     python benchmarks/bench_attention.py --quick    # two small sizes, prints only (a smoke test)
+    python benchmarks/bench_attention.py --threads 1 --clock cpu   # on a shared, busy machine (see --help)
 
 Both modules run in the same process on the same inputs, self-attention on (32, T, d_model), and are first
 checked to compute the same output. For each size the implementations are timed in interleaved rounds (so a
@@ -37,6 +38,7 @@ IMPLEMENTATIONS = ("torch", "fast", "readable")
 BLOCK_SECONDS = 0.05  # length of one timed block
 ROUND_BUDGET_SECONDS = 2.0  # cheap sizes: as many rounds as fit in this, up to MAX_ROUNDS
 MAX_ROUNDS = 25
+CLOCKS = {"wall": "wall-clock time", "cpu": "CPU time of the process (not inflated by other programs)"}
 
 
 def make_call(
@@ -67,29 +69,32 @@ def forward_backward(call):
     return run
 
 
-def time_interleaved(runs: dict, min_rounds: int) -> dict[str, float]:
+def time_interleaved(runs: dict, min_rounds: int, clock) -> dict[str, float]:
     """Median seconds per call of each function, timed in interleaved rounds.
 
     Each timed block lasts about BLOCK_SECONDS (at least one call). Cheap sizes get more rounds, up to
     MAX_ROUNDS within about ROUND_BUDGET_SECONDS, since short timings suffer most from a busy machine.
+    `clock` is time.perf_counter (wall clock) or time.process_time (CPU time of this process).
     """
     numbers, round_seconds = {}, 0.0
     for name, run in runs.items():
-        start = time.perf_counter()
+        start = clock()
         run()  # warm-up (allocations, kernel selection); its time sets how many calls make one timed block
-        elapsed = time.perf_counter() - start
+        elapsed = max(clock() - start, 1e-6)
         numbers[name] = max(1, round(BLOCK_SECONDS / elapsed))
         round_seconds += numbers[name] * elapsed
     rounds = max(min_rounds, min(MAX_ROUNDS, int(ROUND_BUDGET_SECONDS / round_seconds)))
     times = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():
-            timer = benchmark.Timer(stmt="run()", globals={"run": run}, num_threads=torch.get_num_threads())
+            timer = benchmark.Timer(
+                stmt="run()", globals={"run": run}, num_threads=torch.get_num_threads(), timer=clock
+            )
             times[name].append(timer.timeit(numbers[name]).median)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def bench_one(d_model: int, num_heads: int, T: int, causal: bool, min_rounds: int) -> dict:
+def bench_one(d_model: int, num_heads: int, T: int, causal: bool, min_rounds: int, clock) -> dict:
     torch.manual_seed(0)
     theirs = nn.MultiheadAttention(d_model, num_heads, batch_first=True)
     ours = MultiHeadAttention(d_model, num_heads)
@@ -103,12 +108,12 @@ def bench_one(d_model: int, num_heads: int, T: int, causal: bool, min_rounds: in
 
     for module in (ours, theirs):
         module.eval()
-    forward = time_interleaved({n: forward_only(c) for n, c in calls.items()}, min_rounds)
+    forward = time_interleaved({n: forward_only(c) for n, c in calls.items()}, min_rounds, clock)
 
     for module in (ours, theirs):
         module.train()
     x.requires_grad_(True)
-    train = time_interleaved({n: forward_backward(c) for n, c in calls.items()}, min_rounds)
+    train = time_interleaved({n: forward_backward(c) for n, c in calls.items()}, min_rounds, clock)
     return {
         "d_model": d_model,
         "num_heads": num_heads,
@@ -153,8 +158,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="two small sizes, print only")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads")
     parser.add_argument("--rounds", type=int, default=3, help="least interleaved timing rounds per size")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: elapsed time; cpu: CPU time of this process, which other programs on a busy machine do "
+        "not inflate (meaningful with --threads 1)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
 
     if args.quick:
         grid = [(128, 4, 64, False), (128, 4, 64, True)]
@@ -164,7 +177,7 @@ def main() -> None:
     started = time.perf_counter()
     rows = []
     for d_model, num_heads, T, causal in grid:
-        rows.append(bench_one(d_model, num_heads, T, causal, args.rounds))
+        rows.append(bench_one(d_model, num_heads, T, causal, args.rounds, clock))
         fast = ratio(rows[-1], "forward_s", "fast"), ratio(rows[-1], "forward_backward_s", "fast")
         print(f"d_model={d_model} heads={num_heads} T={T} causal={causal}: fast/torch forward {fast[0]:.2f}, "
               f"forward+backward {fast[1]:.2f}", flush=True)
@@ -174,11 +187,11 @@ def main() -> None:
         f"# MultiHeadAttention vs torch.nn.MultiheadAttention\n\n"
         f"Self-attention, batch {BATCH}, float32, CPU ({platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, load average {load_before:.1f} before the run), torch {torch.__version__}, "
-        f"**{torch.get_num_threads()} threads**. Median of {args.rounds} to {MAX_ROUNDS} interleaved rounds "
-        f"(more for small sizes; torch.utils.benchmark). Ratios are ours / torch: below 1.0 means ours is "
-        f"faster. Forward: eval mode, no grad (PyTorch's native fast path). Forward+backward: training mode. "
-        f"Generated by `python benchmarks/bench_attention.py --threads {torch.get_num_threads()}` "
-        f"in {elapsed:.0f} s."
+        f"**{torch.get_num_threads()} threads**, {CLOCKS[args.clock]}. Median of {args.rounds} to "
+        f"{MAX_ROUNDS} interleaved rounds (more for small sizes; torch.utils.benchmark). Ratios are "
+        f"ours / torch: below 1.0 means ours is faster. Forward: eval mode, no grad (PyTorch's native "
+        f"fast path). Forward+backward: training mode. Generated by `python benchmarks/bench_attention.py "
+        f"--threads {torch.get_num_threads()} --clock {args.clock}` in {elapsed:.0f} s."
     )
     table = markdown(rows, header)
     print()
@@ -187,7 +200,8 @@ def main() -> None:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "attention.md").write_text(table)
         meta = {"batch": BATCH, "threads": torch.get_num_threads(), "min_rounds": args.rounds,
-                "max_rounds": MAX_ROUNDS, "load_average_before": load_before, "torch": torch.__version__,
+                "max_rounds": MAX_ROUNDS, "clock": args.clock, "load_average_before": load_before,
+                "torch": torch.__version__,
                 "seconds": round(elapsed, 1)}
         (RESULTS / "attention.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
         print(f"wrote {RESULTS / 'attention.md'} and {RESULTS / 'attention.json'}")

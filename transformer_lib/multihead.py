@@ -194,7 +194,8 @@ class MultiHeadAttention(nn.Module):
             query: (B, T, d_model). key, value: (B, S, d_model); ignored when a filled static cache is passed.
             key_padding_mask: bool (B, S), True at real tokens (keys that may be attended to).
             attn_mask: bool (T, S), (B, T, S) or (B, num_heads, T, S), True = may attend.
-            need_weights: also return the per-head weights (B, num_heads, T, S), via the readable path.
+            need_weights: also return the per-head weights (B, num_heads, T, S), via the readable path
+                (after dropout, in training mode).
             cache: a KVCache to read and update. With a self-attention cache the masks cover all S keys:
                 the cached ones followed by this call's.
         """

@@ -1,11 +1,13 @@
-"""Tests for transformer_lib.sublayers: FeedForward, LayerNorm, Residual against PyTorch and formulas."""
+"""Tests for transformer_lib.sublayers: FeedForward, layer_norm, LayerNorm, Residual against PyTorch."""
+
+import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transformer_lib.sublayers import FeedForward, LayerNorm, Residual
+from transformer_lib.sublayers import FeedForward, LayerNorm, Residual, layer_norm
 
 SHAPES = [(7,), (3, 5), (2, 4, 8), (2, 3, 4, 16), (1, 1, 2), (8, 64)]
 
@@ -14,6 +16,15 @@ def seeded(*shape: int, dtype: torch.dtype = torch.float32, seed: int = 0) -> to
     """A seeded random tensor with non-zero mean and non-unit scale, so normalization has work to do."""
     generator = torch.Generator().manual_seed(seed)
     return (3.0 * torch.randn(*shape, generator=generator) + 1.5).to(dtype)
+
+
+# Layer norm has two paths: the readable function and the module, which runs PyTorch's fused kernel.
+PATHS = ["readable", "fused"]
+
+
+def normalize(path: str, ln: LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """`ln` applied to x by the readable `layer_norm` (with ln's gain, bias, eps) or by the module itself."""
+    return layer_norm(x, ln.gain, ln.bias, ln.eps) if path == "readable" else ln(x)
 
 
 # ---------------------------------------------------------------- FeedForward
@@ -90,11 +101,12 @@ def test_feed_forward_dropout_only_in_train_mode() -> None:
 # ---------------------------------------------------------------- LayerNorm
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("eps", [1e-5, 1e-6, 1e-3, 0.5])
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
 def test_layer_norm_matches_torch_values_and_gradients(
-    shape: tuple[int, ...], eps: float, dtype: torch.dtype, tol: float
+    path: str, shape: tuple[int, ...], eps: float, dtype: torch.dtype, tol: float
 ) -> None:
     d_model = shape[-1]
     ours = LayerNorm(d_model, eps=eps).to(dtype)
@@ -107,7 +119,7 @@ def test_layer_norm_matches_torch_values_and_gradients(
     x = seeded(*shape, dtype=dtype)
     x_ours = x.clone().requires_grad_()
     x_theirs = x.clone().requires_grad_()
-    y_ours, y_theirs = ours(x_ours), theirs(x_theirs)
+    y_ours, y_theirs = normalize(path, ours, x_ours), theirs(x_theirs)
     torch.testing.assert_close(y_ours, y_theirs, atol=tol, rtol=tol)
     upstream = torch.randn(shape, generator=torch.Generator().manual_seed(3), dtype=dtype)
     (y_ours * upstream).sum().backward()
@@ -119,13 +131,14 @@ def test_layer_norm_matches_torch_values_and_gradients(
     torch.testing.assert_close(ours.bias.grad, theirs.bias.grad, atol=tol * num_tokens, rtol=tol)
 
 
-def test_layer_norm_matches_torch_at_the_paper_width_in_float32() -> None:
-    # d_model = 512: values to 1e-6; the input gradient sums 512 products per token, in another order than
-    # PyTorch's fused kernel, so it agrees to a few float32 rounding steps of those sums.
+@pytest.mark.parametrize("path", PATHS)
+def test_layer_norm_matches_torch_at_the_paper_width_in_float32(path: str) -> None:
+    # d_model = 512: values to 1e-6; the readable path's input gradient sums 512 products per token, in
+    # another order than PyTorch's fused kernel, so it agrees to a few float32 rounding steps of those sums.
     ours, theirs = LayerNorm(512), nn.LayerNorm(512)
     x = seeded(64, 512)
     x_ours, x_theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
-    y_ours, y_theirs = ours(x_ours), theirs(x_theirs)
+    y_ours, y_theirs = normalize(path, ours, x_ours), theirs(x_theirs)
     torch.testing.assert_close(y_ours, y_theirs, atol=1e-6, rtol=1e-6)
     upstream = torch.randn(64, 512, generator=torch.Generator().manual_seed(3))
     (y_ours * upstream).sum().backward()
@@ -133,51 +146,86 @@ def test_layer_norm_matches_torch_at_the_paper_width_in_float32() -> None:
     torch.testing.assert_close(x_ours.grad, x_theirs.grad, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
+def test_readable_layer_norm_equals_the_module(
+    shape: tuple[int, ...], dtype: torch.dtype, tol: float
+) -> None:
+    d_model = shape[-1]
+    ln = LayerNorm(d_model, eps=1e-4).to(dtype)
+    with torch.no_grad():
+        ln.gain.copy_(seeded(d_model, seed=1))
+        ln.bias.copy_(seeded(d_model, seed=2))
+    x = seeded(*shape, dtype=dtype)
+    upstream = torch.randn(shape, generator=torch.Generator().manual_seed(3), dtype=dtype)
+    results = {}
+    for path in PATHS:
+        x_path = x.clone().requires_grad_()
+        y = normalize(path, ln, x_path)
+        results[path] = (y, *torch.autograd.grad(y, [x_path, ln.gain, ln.bias], upstream))
+    num_tokens = x.numel() // d_model  # the gain's and bias's gradients sum over every token
+    for name, ours, fused, atol in zip(
+        ["output", "input gradient", "gain gradient", "bias gradient"],
+        results["readable"],
+        results["fused"],
+        [tol, tol, tol * num_tokens, tol * num_tokens],
+        strict=True,
+    ):
+        torch.testing.assert_close(ours, fused, atol=atol, rtol=tol, msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("shape", [(3, 16), (2, 5, 64)])
-def test_layer_norm_output_has_zero_mean_unit_variance_per_token(shape: tuple[int, ...]) -> None:
+def test_layer_norm_output_has_zero_mean_unit_variance_per_token(path: str, shape: tuple[int, ...]) -> None:
     ln = LayerNorm(shape[-1], eps=1e-12).double()  # gain 1, bias 0 at initialization
-    y = ln(seeded(*shape, dtype=torch.float64))
+    y = normalize(path, ln, seeded(*shape, dtype=torch.float64))
     torch.testing.assert_close(y.mean(dim=-1), torch.zeros(shape[:-1], dtype=torch.float64))
     torch.testing.assert_close(y.var(dim=-1, correction=0), torch.ones(shape[:-1], dtype=torch.float64))
 
 
-def test_layer_norm_applies_gain_and_bias_after_normalizing() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_layer_norm_applies_gain_and_bias_after_normalizing(path: str) -> None:
     ln = LayerNorm(4).double()
     with torch.no_grad():
         ln.gain.copy_(torch.tensor([1.0, 2.0, -1.0, 0.5]))
         ln.bias.copy_(torch.tensor([0.0, 1.0, 2.0, -3.0]))
     x = seeded(3, 4, dtype=torch.float64)
     x_hat = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, correction=0, keepdim=True) + ln.eps)
-    torch.testing.assert_close(ln(x), ln.gain * x_hat + ln.bias)
+    torch.testing.assert_close(normalize(path, ln, x), ln.gain * x_hat + ln.bias)
 
 
-def test_layer_norm_of_a_token_does_not_depend_on_other_tokens() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_layer_norm_of_a_token_does_not_depend_on_other_tokens(path: str) -> None:
     ln = LayerNorm(8)
     x = seeded(4, 6, 8)
-    alone = ln(x[2, 3])
-    torch.testing.assert_close(ln(x)[2, 3], alone)
+    alone = normalize(path, ln, x[2, 3])
+    torch.testing.assert_close(normalize(path, ln, x)[2, 3], alone)
     x_other = x.clone()
     x_other[0] *= 100.0
     x_other[2, :3] += 7.0
-    torch.testing.assert_close(ln(x_other)[2, 3], alone)
+    torch.testing.assert_close(normalize(path, ln, x_other)[2, 3], alone)
 
 
-def test_layer_norm_with_one_feature_gives_the_bias_and_zero_input_gradient() -> None:
+@pytest.mark.parametrize("path, gain", [("readable", 1.0), ("readable", 0.7), ("fused", 1.0)])
+def test_layer_norm_with_one_feature_gives_the_bias_and_zero_input_gradient(path: str, gain: float) -> None:
     # With d_model = 1 every token equals its own mean: x_hat = 0 exactly, so y = bias and dy/dx = 0.
-    # (nn.LayerNorm's fused backward returns float32 rounding noise times 1/sqrt(eps) here, so we compare
-    # with the analytic answer instead.)
+    # The readable path gives exactly that for any gain. PyTorch's fused backward (LayerNorm's and
+    # nn.LayerNorm's) does so at the initial gain of 1 only; with another gain it returns float32 rounding
+    # noise times 1/sqrt(eps), so the fused path is compared with the analytic answer at gain 1.
     ln = LayerNorm(1)
     with torch.no_grad():
+        ln.gain.fill_(gain)
         ln.bias.fill_(0.25)
     x = seeded(3, 4, 1).requires_grad_()
-    y = ln(x)
+    y = normalize(path, ln, x)
     torch.testing.assert_close(y, torch.full((3, 4, 1), 0.25))
     (y * seeded(3, 4, 1, seed=9)).sum().backward()
     assert torch.equal(x.grad, torch.zeros(3, 4, 1))
 
 
-def test_layer_norm_of_a_constant_token_is_finite() -> None:
-    y = LayerNorm(5)(torch.full((2, 5), 3.0))
+@pytest.mark.parametrize("path", PATHS)
+def test_layer_norm_of_a_constant_token_is_finite(path: str) -> None:
+    y = normalize(path, LayerNorm(5), torch.full((2, 5), 3.0))
     torch.testing.assert_close(y, torch.zeros(2, 5))
 
 
@@ -281,6 +329,36 @@ def test_layer_norm_rejects_non_positive_eps(eps: float) -> None:
         LayerNorm(8, eps=eps)
     with pytest.raises(ValueError, match="eps must be a small positive number"):
         Residual(8, eps=eps)
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-5, float("nan")])
+def test_readable_layer_norm_rejects_non_positive_eps(eps: float) -> None:
+    with pytest.raises(ValueError, match="eps must be a small positive number such as 1e-5"):
+        layer_norm(torch.zeros(2, 8), torch.ones(8), torch.zeros(8), eps=eps)
+
+
+def test_readable_layer_norm_rejects_wrong_input() -> None:
+    gain, bias = torch.ones(8), torch.zeros(8)
+    with pytest.raises(ValueError, match=r"layer_norm expects .*d_model=8, got shape \(2, 3, 5\)"):
+        layer_norm(torch.zeros(2, 3, 5), gain, bias)
+    with pytest.raises(ValueError, match=r"got shape \(\)"):
+        layer_norm(torch.tensor(1.0), gain, bias)
+    wrong_dtype = "layer_norm expects floating-point token vectors, got dtype torch.int64"
+    with pytest.raises(TypeError, match=wrong_dtype):
+        layer_norm(torch.zeros(2, 8, dtype=torch.long), gain, bias)
+    with pytest.raises(TypeError, match="layer_norm expects a torch.Tensor, got list"):
+        layer_norm([[0.0] * 8], gain, bias)
+
+
+@pytest.mark.parametrize("gain_shape, bias_shape", [((8,), (4,)), ((4,), (8,)), ((1, 8), (1, 8)), ((), ())])
+def test_readable_layer_norm_rejects_gain_and_bias_of_the_wrong_shape(
+    gain_shape: tuple[int, ...], bias_shape: tuple[int, ...]
+) -> None:
+    expected = r"layer_norm expects gain and bias of shape \(d_model,\), " + re.escape(
+        f"got {gain_shape} and {bias_shape}"
+    )
+    with pytest.raises(ValueError, match=expected):
+        layer_norm(torch.zeros(2, 8), torch.ones(gain_shape), torch.zeros(bias_shape))
 
 
 def test_layer_norm_rejects_non_positive_d_model() -> None:

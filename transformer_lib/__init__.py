@@ -46,6 +46,7 @@ from transformer_lib.sublayers import (
     FeedForward,
     LayerNorm,
     Residual,
+    layer_norm,
 )
 # Chapter 6. The encoder
 from transformer_lib.encoder import (
@@ -133,6 +134,7 @@ __all__ = [
     "RotaryEmbedding",
     # Chapter 5. Feed-forward network, residual connections and layer normalization
     "FeedForward",
+    "layer_norm",
     "LayerNorm",
     "Residual",
     # Chapter 6. The encoder

@@ -5,8 +5,9 @@
     python benchmarks/bench_attention.py --threads 1 --clock cpu   # on a shared, busy machine (see --help)
 
 Both modules run in the same process on the same inputs, self-attention on (32, T, d_model), and are first
-checked to compute the same output. For each size the implementations are timed in interleaved rounds (so a
-busy machine slows them alike) with torch.utils.benchmark, and the median round is reported.
+checked to compute the same output. For each size the implementations are timed in interleaved rounds, in an
+order that rotates from round to round (so a busy machine slows them alike), with torch.utils.benchmark, and
+the median round is reported.
 
 - forward: eval mode under torch.no_grad(), as at inference; there PyTorch takes its fused native fast path.
 - forward+backward: training mode (dropout 0), the input requires grad, loss = output.sum().
@@ -70,7 +71,7 @@ def forward_backward(call):
 
 
 def time_interleaved(runs: dict, min_rounds: int, clock) -> dict[str, float]:
-    """Median seconds per call of each function, timed in interleaved rounds.
+    """Median seconds per call of each function, timed in interleaved rounds (order rotated each round).
 
     Each timed block lasts about BLOCK_SECONDS (at least one call). Cheap sizes get more rounds, up to
     MAX_ROUNDS within about ROUND_BUDGET_SECONDS, since short timings suffer most from a busy machine.
@@ -85,10 +86,12 @@ def time_interleaved(runs: dict, min_rounds: int, clock) -> dict[str, float]:
         round_seconds += numbers[name] * elapsed
     rounds = max(min_rounds, min(MAX_ROUNDS, int(ROUND_BUDGET_SECONDS / round_seconds)))
     times = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
+    names = list(runs)
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:  # rotated: no implementation always goes first
             timer = benchmark.Timer(
-                stmt="run()", globals={"run": run}, num_threads=torch.get_num_threads(), timer=clock
+                stmt="run()", globals={"run": runs[name]}, num_threads=torch.get_num_threads(), timer=clock
             )
             times[name].append(timer.timeit(numbers[name]).median)
     return {name: statistics.median(values) for name, values in times.items()}

@@ -165,8 +165,16 @@ def test_fast_and_readable_paths_agree(dtype, mask_kind):
 
 
 @pytest.mark.parametrize("pattern", ["causal", "anti-causal", "strictly causal", "causal with a hole"])
-def test_square_masks_on_both_paths(pattern):
+def test_square_masks_on_both_paths(pattern, monkeypatch):
     """The fast path passes is_causal=True for exactly the causal mask, and the mask itself otherwise."""
+    calls = []
+    fused = F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return fused(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
     torch.manual_seed(0)
     layer = MultiHeadAttention(D_MODEL, NUM_HEADS)
     x = torch.randn(B, T, D_MODEL)
@@ -179,8 +187,14 @@ def test_square_masks_on_both_paths(pattern):
         mask = mask.clone()
         mask[3, 1] = False
     readable, _ = layer(x, x, x, attn_mask=mask, need_weights=True)
+    assert calls == []  # the readable path does not use the fused function
     fast, _ = layer(x, x, x, attn_mask=mask)
     torch.testing.assert_close(fast, readable)
+    assert len(calls) == 1
+    if pattern == "causal":
+        assert calls[0].get("is_causal") is True and calls[0].get("attn_mask") is None
+    else:
+        assert not calls[0].get("is_causal", False) and calls[0]["attn_mask"] is not None
 
 
 def test_fully_masked_query_gives_zero_attention_output_on_both_paths():
@@ -321,6 +335,13 @@ def test_split_and_merge_heads(shape, num_heads):
 def test_split_heads_rejects_indivisible_width():
     with pytest.raises(ValueError, match=r"divisible by num_heads=3, got shape \(2, 5, 8\)"):
         split_heads(torch.randn(2, 5, 8), 3)
+    with pytest.raises(ValueError, match=r"divisible by num_heads=0, got shape \(2, 5, 8\)"):
+        split_heads(torch.randn(2, 5, 8), 0)
+
+
+def test_merge_heads_rejects_a_tensor_that_is_not_4d():
+    with pytest.raises(ValueError, match=r"merge_heads needs \(B, H, T, d_head\), got shape \(2, 5, 8\)"):
+        merge_heads(torch.randn(2, 5, 8))
 
 
 # --- the key/value cache ------------------------------------------------------------------------------------
@@ -430,6 +451,13 @@ def test_non_tensor_input_is_rejected(layer):
     query, key, value = _inputs("cross")
     with pytest.raises(TypeError, match="key must be a torch.Tensor, got list"):
         layer(query, key.tolist(), value)
+
+
+def test_integer_input_is_rejected(layer):
+    query, key, value = _inputs("cross")
+    token_ids = torch.randint(0, 10, (B, T, D_MODEL))
+    with pytest.raises(TypeError, match=r"query must be a floating-point tensor .* got dtype torch.int64"):
+        layer(token_ids, key, value)
 
 
 @pytest.mark.parametrize(

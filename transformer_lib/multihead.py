@@ -14,7 +14,7 @@ from transformer_lib.attention import causal_mask, scaled_dot_product_attention
 
 def split_heads(x: Tensor, num_heads: int) -> Tensor:
     """Cut the features of (B, T, d_model) into num_heads blocks: returns (B, num_heads, T, d_head)."""
-    if x.dim() != 3 or x.shape[-1] % num_heads != 0:
+    if x.dim() != 3 or num_heads < 1 or x.shape[-1] % num_heads != 0:
         raise ValueError(
             f"split_heads needs (B, T, d_model) with d_model divisible by num_heads={num_heads}, "
             f"got shape {tuple(x.shape)}."
@@ -27,6 +27,8 @@ def split_heads(x: Tensor, num_heads: int) -> Tensor:
 
 def merge_heads(x: Tensor) -> Tensor:
     """Undo split_heads: (B, H, T, d_head) -> (B, T, H * d_head), the heads' features side by side."""
+    if x.dim() != 4:
+        raise ValueError(f"merge_heads needs (B, H, T, d_head), got shape {tuple(x.shape)}.")
     B, H, T, d_head = x.shape  # batch, heads, time, head features
     x = x.transpose(1, 2)  # (B, T, H, d_head)
     return x.reshape(B, T, H * d_head)  # (B, T, d_model): copies, since the transpose made x non-contiguous
@@ -90,7 +92,7 @@ def _fused_attention(
     if T == S and mask.shape == (T, S) and torch.equal(mask, causal_mask(T, device=mask.device)):
         # Exactly the causal mask: let the kernel apply it, rather than read and add a (T, S) mask tensor.
         return F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p, is_causal=True)
-    empty = ~mask.any(dim=-1, keepdim=True)  # (B|1, H|1, T, 1): queries with no key to attend to
+    empty = ~mask.any(dim=-1, keepdim=True)  # (..., T, 1): queries with no key to attend to
     out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask | empty, dropout_p=dropout_p)
     return out.masked_fill(empty, 0.0)  # (B, H, T, d_head)
 
@@ -124,6 +126,10 @@ def _check_inputs(
     for name, x in tensors.items():
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
+        if not x.is_floating_point():
+            raise TypeError(
+                f"{name} must be a floating-point tensor (embed token ids first), got dtype {x.dtype}."
+            )
         if x.dim() != 3:
             raise ValueError(f"{name} must be 3-D (batch, length, d_model), got shape {tuple(x.shape)}.")
         if x.shape[-1] != d_model:
@@ -164,6 +170,7 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True) -> None:
         super().__init__()
         if num_heads < 1 or d_model < 1 or d_model % num_heads != 0:
+            # Suggest the divisors up to 64: enough to pick from, short enough to read.
             divisors = [h for h in range(1, min(d_model, 64) + 1) if d_model % h == 0]
             raise ValueError(
                 f"d_model ({d_model}) must be divisible by num_heads ({num_heads}): each head works on "

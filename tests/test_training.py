@@ -3,6 +3,7 @@
 import copy
 import itertools
 import math
+import pickle
 import random
 
 import numpy as np
@@ -495,3 +496,15 @@ def test_load_checkpoint_model_only_and_missing_state(tmp_path):
     optimizer = torch.optim.AdamW(restored.parameters())
     with pytest.raises(ValueError, match="holds no optimizer state"):
         load_checkpoint(path, restored, optimizer)
+
+
+class _NotPlainData:
+    """An arbitrary class: unpickling it would run code named by the file, which weights_only=True refuses."""
+
+
+def test_load_checkpoint_loads_with_weights_only(tmp_path):
+    model = tiny_model()
+    path = tmp_path / "unsafe.pt"
+    save_checkpoint(path, model, note=_NotPlainData())  # torch.save pickles anything
+    with pytest.raises(pickle.UnpicklingError, match="weights_only"):
+        load_checkpoint(path, tiny_model())

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from transformer_lib.attention import (
     causal_mask,
+    check_bool_mask,
     lengths_to_mask,
     padding_mask,
     scaled_dot_product_attention,
@@ -271,8 +272,26 @@ def test_mask_of_wrong_dtype(dtype):
 
 def test_mask_not_a_tensor():
     query, key, value = torch.randn(2, 4, 8), torch.randn(2, 5, 8), torch.randn(2, 5, 8)
-    with pytest.raises(TypeError, match="mask must be a bool tensor or None"):
+    with pytest.raises(TypeError, match="mask must be a bool tensor with True = may attend, got list"):
         scaled_dot_product_attention(query, key, value, [[True] * 5] * 4)
+
+
+@pytest.mark.parametrize("mask", [None, torch.ones(2, 3, dtype=torch.bool)])
+def test_check_bool_mask_accepts_none_and_bool(mask):
+    check_bool_mask(mask, "attn_mask")
+
+
+@pytest.mark.parametrize(
+    "mask, got",
+    [(torch.ones(2, 3), "dtype torch.float32"), (torch.ones(2, 3, dtype=torch.long), "dtype torch.int64"),
+     ([[True]], "list")],
+)
+def test_check_bool_mask_names_the_mask_its_meaning_and_the_fix(mask, got):
+    message = rf"src_padding_mask must be a bool tensor with True = real token, got {got}"
+    with pytest.raises(TypeError, match=message):
+        check_bool_mask(mask, "src_padding_mask", "real token")
+    with pytest.raises(TypeError, match=r"`~mask`.*`mask == 0`"):
+        check_bool_mask(mask)
 
 
 @pytest.mark.parametrize("dropout_p", [-0.1, 1.0, 1.5])

@@ -434,7 +434,7 @@ def test_mask_of_the_wrong_dtype():
     config = small_config()
     model = Transformer(config)
     src, tgt, src_mask, _ = batch(config)
-    with pytest.raises(TypeError, match="src_padding_mask must be a bool tensor, True at real tokens"):
+    with pytest.raises(TypeError, match="src_padding_mask must be a bool tensor with True = real token"):
         model(src, tgt, src_mask.float())
 
 

@@ -22,6 +22,7 @@ from transformer_lib.tokenizer import (
 # Chapter 2. Scaled dot-product attention
 from transformer_lib.attention import (
     causal_mask,
+    check_bool_mask,
     lengths_to_mask,
     padding_mask,
     scaled_dot_product_attention,
@@ -120,6 +121,7 @@ __all__ = [
     "padding_mask",
     "lengths_to_mask",
     "causal_mask",
+    "check_bool_mask",
     "scaled_dot_product_attention",
     # Chapter 3. Multi-head attention
     "split_heads",

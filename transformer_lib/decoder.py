@@ -7,25 +7,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from transformer_lib.attention import check_bool_mask
 from transformer_lib.encoder import _copy_layer_norm
 from transformer_lib.multihead import KVCache, MultiHeadAttention, load_torch_multihead_attention
 from transformer_lib.sublayers import FeedForward, LayerNorm, Residual
 
 
 def _check_decoder_mask(
-    name: str, mask: Tensor | None, shapes: dict[str, tuple[int, ...]], true_at: str
+    name: str, mask: Tensor | None, shapes: dict[str, tuple[int, ...]], meaning: str
 ) -> None:
     """Raise unless `mask` is None or a bool tensor whose shape is one of `shapes` (description -> shape)."""
+    check_bool_mask(mask, name, meaning)
     if mask is None:
         return
-    if not isinstance(mask, Tensor):
-        raise TypeError(f"{name} must be a bool tensor or None, got {type(mask).__name__}")
-    if mask.dtype != torch.bool:
-        raise TypeError(
-            f"{name} must be a bool tensor with True at {true_at}, got dtype {mask.dtype}. A PyTorch float "
-            "mask (0 = attend, -inf = ignore) converts with `mask == 0`, a PyTorch bool mask (True = ignore) "
-            "with `~mask`"
-        )
     if tuple(mask.shape) not in shapes.values():
         allowed = " or ".join(f"{letters} = {shape}" for letters, shape in shapes.items())
         raise ValueError(f"{name} must have shape {allowed}, got {tuple(mask.shape)}")
@@ -77,7 +71,7 @@ def _check_memory(
             f"memory has S={S} positions but the cross-attention cache holds keys for {cross_cache.length}, "
             "computed from the memory of the first step; start each new source with a fresh new_cache()"
         )
-    _check_decoder_mask("memory_key_padding_mask", mask, {"(B, S)": (B, S)}, "real source tokens")
+    _check_decoder_mask("memory_key_padding_mask", mask, {"(B, S)": (B, S)}, "real source token")
 
 
 def _check_decoder_inputs(
@@ -104,9 +98,9 @@ def _check_decoder_inputs(
         f"(B, T, {letters})": (B, T, keys),
         f"(B, H, T, {letters})": (B, H, T, keys),
     }
-    _check_decoder_mask("self_attn_mask", self_attn_mask, shapes, "the keys each query may attend to")
+    _check_decoder_mask("self_attn_mask", self_attn_mask, shapes, "may attend")
     _check_decoder_mask(
-        "tgt_key_padding_mask", tgt_key_padding_mask, {f"(B, {letters})": (B, keys)}, "real target tokens"
+        "tgt_key_padding_mask", tgt_key_padding_mask, {f"(B, {letters})": (B, keys)}, "real target token"
     )
 
 

@@ -6,6 +6,7 @@ __all__ = ["EncoderLayer", "load_torch_encoder_layer", "Encoder", "load_torch_en
 import torch
 from torch import nn
 
+from transformer_lib.attention import check_bool_mask
 from transformer_lib.multihead import MultiHeadAttention, load_torch_multihead_attention
 from transformer_lib.sublayers import FeedForward, LayerNorm, Residual
 
@@ -19,16 +20,8 @@ def _check_encoder_input(x: torch.Tensor, key_padding_mask: torch.Tensor | None,
             f"the encoder expects x of shape (B, S, d_model) with d_model={d_model}, got {tuple(x.shape)}; "
             "embed the token ids first, with d_model features per token"
         )
-    if key_padding_mask is None:
-        return
-    if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
-        is_tensor = isinstance(key_padding_mask, torch.Tensor)
-        found = key_padding_mask.dtype if is_tensor else type(key_padding_mask).__name__
-        raise TypeError(
-            f"key_padding_mask must be a bool tensor, True at real tokens, got {found}; "
-            "a PyTorch src_key_padding_mask (True = padding) converts with ~mask"
-        )
-    if key_padding_mask.shape != x.shape[:2]:
+    check_bool_mask(key_padding_mask, "key_padding_mask", "real token")
+    if key_padding_mask is not None and key_padding_mask.shape != x.shape[:2]:
         raise ValueError(
             f"key_padding_mask must have shape (B, S) = {tuple(x.shape[:2])} to match x of shape "
             f"{tuple(x.shape)}, got {tuple(key_padding_mask.shape)}"

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformer_lib.attention import causal_mask, scaled_dot_product_attention
+from transformer_lib.attention import causal_mask, check_bool_mask, scaled_dot_product_attention
 
 
 def split_heads(x: Tensor, num_heads: int) -> Tensor:
@@ -39,14 +39,8 @@ def _merge_masks(
 ) -> Tensor | None:
     """Check both masks (bool, True = may attend) and AND them into one mask that broadcasts to the scores."""
     B, H, T, S = scores_shape  # batch, heads, queries, keys
-    for name, mask in (("key_padding_mask", key_padding_mask), ("attn_mask", attn_mask)):
-        if mask is not None and (not isinstance(mask, Tensor) or mask.dtype != torch.bool):
-            got = f"dtype {mask.dtype}" if isinstance(mask, Tensor) else type(mask).__name__
-            raise TypeError(
-                f"{name} must be a bool tensor with True = may attend, got {got}. Convert a PyTorch "
-                "key_padding_mask or bool attn_mask (True = ignore) with `~mask`, an additive float mask "
-                "with `mask == 0`."
-            )
+    check_bool_mask(key_padding_mask, "key_padding_mask")
+    check_bool_mask(attn_mask, "attn_mask")
     merged = None
     if key_padding_mask is not None:
         if key_padding_mask.dim() != 2:

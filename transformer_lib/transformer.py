@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformer_lib.attention import causal_mask
+from transformer_lib.attention import causal_mask, check_bool_mask
 from transformer_lib.decoder import Decoder, load_torch_decoder
 from transformer_lib.encoder import Encoder, load_torch_encoder
 from transformer_lib.multihead import KVCache
@@ -126,14 +126,9 @@ def _check_length(tokens: Tensor, start: int, max_len: int, name: str) -> None:
 
 def _check_padding_mask(mask: Tensor | None, shape: tuple[int, int], name: str, letters: str) -> None:
     """Raise unless `mask` is None or a bool tensor of the given (B, length) shape, described by `letters`."""
+    check_bool_mask(mask, name, "real token")
     if mask is None:
         return
-    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        found = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
-        raise TypeError(
-            f"{name} must be a bool tensor, True at real tokens, got {found}; build it with "
-            "padding_mask(ids, pad_id), or convert a PyTorch key_padding_mask (True = padding) with ~mask"
-        )
     if tuple(mask.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {letters} = {tuple(shape)}, got {tuple(mask.shape)}")
 

@@ -11,6 +11,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Torch results depend on the thread count; every run of the notebooks and tests uses one thread.
 export OMP_NUM_THREADS := 1
+# The course team keeps verified copies of the data sets beside the checkout: use them, so nothing downloads.
+# Elsewhere the library downloads each data set once into a cache folder (chapter 11).
+SHARED_DATA := $(abspath ../shared/data)
+ifneq ($(wildcard $(SHARED_DATA)/README.md),)
+export TRANSFORMER_COURSE_DATA ?= $(SHARED_DATA)
+endif
 
 .PHONY: help venv book test lint unit lib nb lab serve bench clean
 

@@ -102,6 +102,21 @@ from transformer_lib.generation import (
     top_k_filter,
     top_p_filter,
 )
+# Chapter 11. Real data
+from transformer_lib.data import (
+    DATA_ENV,
+    DATASETS,
+    MULTI30K_SPLITS,
+    DatasetInfo,
+    RemoteFile,
+    data_dir,
+    download,
+    fetch,
+    load_multi30k,
+    load_sms_spam,
+    load_tiny_shakespeare,
+    sha256_of,
+)
 
 __all__ = [
     # Chapter 1. From text to vectors
@@ -182,4 +197,17 @@ __all__ = [
     "sequence_log_prob",
     "length_penalty",
     "beam_search",
+    # Chapter 11. Real data
+    "DATA_ENV",
+    "RemoteFile",
+    "DatasetInfo",
+    "DATASETS",
+    "data_dir",
+    "sha256_of",
+    "download",
+    "fetch",
+    "MULTI30K_SPLITS",
+    "load_multi30k",
+    "load_tiny_shakespeare",
+    "load_sms_spam",
 ]

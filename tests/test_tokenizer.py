@@ -387,3 +387,11 @@ def test_pad_batch_rejects_float_ids():
 def test_pad_batch_rejects_a_non_int_pad_id(pad_id):
     with pytest.raises(TypeError, match="pad_id must be an int"):
         pad_batch([[4]], pad_id=pad_id)
+
+
+def test_special_token_ids_are_public_and_match_every_vocabulary():
+    from transformer_lib import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+
+    for vocab in (Vocabulary([]), Vocabulary(["a", "b"]), CharTokenizer.train("abc").vocab):
+        assert (vocab.pad_id, vocab.bos_id, vocab.eos_id, vocab.unk_id) == (PAD_ID, BOS_ID, EOS_ID, UNK_ID)
+    assert [SPECIAL_TOKENS[i] for i in (PAD_ID, BOS_ID, EOS_ID, UNK_ID)] == [PAD, BOS, EOS, UNK]

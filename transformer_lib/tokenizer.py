@@ -7,6 +7,10 @@ __all__ = [
     "EOS",
     "UNK",
     "SPECIAL_TOKENS",
+    "PAD_ID",
+    "BOS_ID",
+    "EOS_ID",
+    "UNK_ID",
     "Vocabulary",
     "Tokenizer",
     "CharTokenizer",
@@ -29,6 +33,11 @@ BOS = "<bos>"  # beginning of sequence
 EOS = "<eos>"  # end of sequence
 UNK = "<unk>"  # stands for any symbol the vocabulary does not know
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
+# Every Vocabulary gives the special tokens these ids, in this order.
+PAD_ID = 0
+BOS_ID = 1
+EOS_ID = 2
+UNK_ID = 3
 
 
 class Vocabulary:

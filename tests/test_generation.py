@@ -487,3 +487,14 @@ def test_sample_next_token_wants_two_dimensional_float_logits():
         sample_next_token(torch.randn(2, 3, 7))
     with pytest.raises(TypeError, match="needs float logits"):
         sample_next_token(torch.ones(2, 7, dtype=torch.long))
+
+
+def test_quick_start_of_the_package_docstring_runs(capsys):
+    import transformer_lib
+
+    doc = transformer_lib.__doc__
+    lines = [line[4:] for line in doc[doc.index("Quick start"):].splitlines() if line.startswith("    ")]
+    assert len(lines) == 5
+    exec("\n".join(lines), {})
+    printed = capsys.readouterr().out
+    assert printed.startswith("tensor([[") and printed.count("\n") == 2  # two sequences of token ids

@@ -461,7 +461,7 @@ def test_seed_everything_seeds_python_numpy_and_torch():
     first = (random.random(), np.random.rand(), torch.rand(1).item())
     seed_everything(7)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
-    with pytest.raises(TypeError, match="seed must be an int"):
+    with pytest.raises(ValueError, match="seed must be an int"):
         seed_everything(1.5)
 
 

@@ -45,7 +45,9 @@ def lengths_to_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
             f"lengths_to_mask needs a tensor of lengths, got {type(lengths).__name__}; "
             "wrap it with torch.tensor(lengths)."
         )
-    if lengths.dim() != 1 or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths_to_mask needs integer lengths, got dtype {lengths.dtype}.")
+    if lengths.dim() != 1:
         raise ValueError(
             f"lengths_to_mask needs a 1-D integer tensor (B,), got shape {tuple(lengths.shape)} "
             f"and dtype {lengths.dtype}."

@@ -188,7 +188,9 @@ def _check_decoder_inputs(
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a tensor (B, T, d_model), got {type(x).__name__}")
     if x.dim() != 3 or x.shape[-1] != d_model:
-        raise ValueError(f"x must have shape (B, T, d_model) with d_model={d_model}, got {tuple(x.shape)}")
+        raise ValueError(
+            f"x must have shape (B, T, d_model) with d_model={d_model}, got {tuple(x.shape)}"
+        )
     B, T, _ = x.shape  # batch, target positions, features
     past = _check_cache(layer, cache)  # target positions already in the self-attention cache
     _check_memory(layer, B, memory, memory_key_padding_mask, None if cache is None else cache.get("cross"))
@@ -272,7 +274,9 @@ class Decoder(nn.Module):
     ) -> None:
         super().__init__()
         if isinstance(num_layers, bool) or not isinstance(num_layers, int):
-            raise TypeError(f"num_layers must be an int, got {type(num_layers).__name__} ({num_layers!r})")
+            raise ValueError(
+                f"num_layers must be an int, got {type(num_layers).__name__} ({num_layers!r})"
+            )
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
         self.d_model, self.num_layers = d_model, num_layers

@@ -46,7 +46,7 @@ def seed_everything(seed: int) -> None:
     Results also depend on the number of threads (sums split differently): fix it with torch.set_num_threads.
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+        raise ValueError(f"seed must be an int, got {seed!r}")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

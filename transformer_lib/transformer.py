@@ -20,7 +20,7 @@ from transformer_lib.positional import SinusoidalPositionalEncoding
 
 @dataclass
 class TransformerConfig:
-    """Sizes and options of an encoder-decoder Transformer; the default sizes are the paper's base model.
+    """Sizes and options of an encoder-decoder Transformer; default sizes: the paper's base model.
 
     As in nn.Transformer, and unlike the paper, each stack ends with a final LayerNorm, and dropout
     also acts on the attention weights and the feed-forward hidden layer.
@@ -135,7 +135,7 @@ def _check_padding_mask(
 ) -> None:
     """Raise unless `mask` is None or a bool tensor of shape (B, length), described by `letters`.
 
-    Given the tokens and pad_id, also raise for a mask in PyTorch's polarity (True exactly at pad_id).
+    Given the tokens and pad_id, also raise for a mask in PyTorch's polarity (True at pad_id).
     """
     check_bool_mask(mask, name, "real token")
     if mask is None:
@@ -147,8 +147,8 @@ def _check_padding_mask(
         if is_pad.any() and torch.equal(mask, is_pad):
             raise ValueError(
                 f"{name} is True exactly where the tokens hold pad_id={pad_id}: that is PyTorch's "
-                "convention (True = padding). Here a padding mask is True at real tokens: pass ~mask, "
-                "or build it with padding_mask(tokens, pad_id)"
+                "convention (True = padding). Here a padding mask is True at real tokens: pass "
+                "~mask, or build it with padding_mask(tokens, pad_id)"
             )
 
 

@@ -331,7 +331,7 @@ def test_lengths_to_mask_bad_input():
         lengths_to_mask([2, 3])
     with pytest.raises(ValueError, match=r"1-D integer tensor.*\(2, 1\)"):
         lengths_to_mask(torch.tensor([[2], [3]]))
-    with pytest.raises(ValueError, match=r"1-D integer tensor.*float32"):
+    with pytest.raises(TypeError, match=r"integer lengths, got dtype torch.float32"):
         lengths_to_mask(torch.tensor([2.0, 3.0]))
     with pytest.raises(ValueError, match=r"lengths must be >= 0.*-1"):
         lengths_to_mask(torch.tensor([2, -1]))

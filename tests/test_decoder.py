@@ -419,7 +419,7 @@ def test_num_layers_below_one(num_layers):
 
 
 def test_num_layers_not_int():
-    with pytest.raises(TypeError, match="num_layers must be an int"):
+    with pytest.raises(ValueError, match="num_layers must be an int"):
         Decoder(2.0, D_MODEL, NUM_HEADS, D_FF)
 
 

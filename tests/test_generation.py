@@ -472,3 +472,29 @@ def test_decoding_runs_in_eval_mode_and_restores_the_mode():
     assert model.training, "the caller's mode must be restored"
     assert torch.equal(runs[0], runs[1]) and torch.equal(beams[0], beams[1]), "no dropout while decoding"
     assert torch.equal(runs[0], generate(model.eval(), src, mask, 8, BOS, EOS, PAD))
+
+
+@pytest.mark.parametrize("options", [dict(top_k=5), dict(top_p=0.9), dict(temperature=0.7)])
+def test_generate_refuses_sampling_options_without_sampling(options):
+    model = torch.nn.Identity()  # the check comes before any use of the model
+    src = torch.ones(1, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="do_sample=False takes the argmax and would ignore them"):
+        generate(model, src, None, 5, **options)
+
+
+def test_sample_next_token_wants_two_dimensional_float_logits():
+    with pytest.raises(ValueError, match=r"needs logits \(B, V\).*got shape \(2, 3, 7\).*logits\[:, -1\]"):
+        sample_next_token(torch.randn(2, 3, 7))
+    with pytest.raises(TypeError, match="needs float logits"):
+        sample_next_token(torch.ones(2, 7, dtype=torch.long))
+
+
+def test_quick_start_of_the_package_docstring_runs(capsys):
+    import transformer_lib
+
+    doc = transformer_lib.__doc__
+    lines = [line[4:] for line in doc[doc.index("Quick start"):].splitlines() if line.startswith("    ")]
+    assert len(lines) == 5
+    exec("\n".join(lines), {})
+    printed = capsys.readouterr().out
+    assert printed.startswith("tensor([[") and printed.count("\n") == 2  # two sequences of token ids

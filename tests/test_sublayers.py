@@ -297,9 +297,9 @@ def test_feed_forward_rejects_non_positive_sizes(d_model: int, d_ff: int, bad: s
 
 
 def test_sizes_must_be_integers() -> None:
-    with pytest.raises(TypeError, match="d_ff must be an int, got float"):
+    with pytest.raises(ValueError, match="d_ff must be an int, got float"):
         FeedForward(8, 16.0)
-    with pytest.raises(TypeError, match="d_model must be an int, got bool"):
+    with pytest.raises(ValueError, match="d_model must be an int, got bool"):
         LayerNorm(True)
 
 
@@ -385,7 +385,7 @@ def test_non_floating_or_non_tensor_input_is_rejected(module: nn.Module) -> None
 
 @pytest.mark.parametrize("norm_first", ["pre", 1, None])
 def test_residual_rejects_a_non_bool_norm_first(norm_first: object) -> None:
-    with pytest.raises(TypeError, match=r"norm_first must be True \(pre-LN\) or False \(post-LN\)"):
+    with pytest.raises(ValueError, match=r"norm_first must be True \(pre-LN\) or False \(post-LN\)"):
         Residual(8, norm_first=norm_first)
 
 

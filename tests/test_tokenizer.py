@@ -85,7 +85,7 @@ def test_id_out_of_range_raises_naming_id_and_size(token_id):
 def test_id_accepts_integer_tensors_and_rejects_other_types():
     vocab = Vocabulary(["a", "b"])
     assert vocab.id_to_token(torch.tensor(5)) == "b"
-    with pytest.raises(TypeError, match="token id must be an int, got 1.5"):
+    with pytest.raises(ValueError, match="token id must be an int, got 1.5"):
         vocab.id_to_token(1.5)
 
 
@@ -317,7 +317,7 @@ def test_bpe_rejects_negative_num_merges():
 
 @pytest.mark.parametrize("num_merges", [2.0, "3", None, True])
 def test_bpe_rejects_non_int_num_merges(num_merges):
-    with pytest.raises(TypeError, match="num_merges must be an int"):
+    with pytest.raises(ValueError, match="num_merges must be an int"):
         BPETokenizer.train(TRAINING_TEXT, num_merges)
 
 
@@ -385,5 +385,13 @@ def test_pad_batch_rejects_float_ids():
 
 @pytest.mark.parametrize("pad_id", [0.0, None, "0"])
 def test_pad_batch_rejects_a_non_int_pad_id(pad_id):
-    with pytest.raises(TypeError, match="pad_id must be an int"):
+    with pytest.raises(ValueError, match="pad_id must be an int"):
         pad_batch([[4]], pad_id=pad_id)
+
+
+def test_special_token_ids_are_public_and_match_every_vocabulary():
+    from transformer_lib import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+
+    for vocab in (Vocabulary([]), Vocabulary(["a", "b"]), CharTokenizer.train("abc").vocab):
+        assert (vocab.pad_id, vocab.bos_id, vocab.eos_id, vocab.unk_id) == (PAD_ID, BOS_ID, EOS_ID, UNK_ID)
+    assert [SPECIAL_TOKENS[i] for i in (PAD_ID, BOS_ID, EOS_ID, UNK_ID)] == [PAD, BOS, EOS, UNK]

@@ -461,7 +461,7 @@ def test_seed_everything_seeds_python_numpy_and_torch():
     first = (random.random(), np.random.rand(), torch.rand(1).item())
     seed_everything(7)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
-    with pytest.raises(TypeError, match="seed must be an int"):
+    with pytest.raises(ValueError, match="seed must be an int"):
         seed_everything(1.5)
 
 
@@ -508,3 +508,30 @@ def test_load_checkpoint_loads_with_weights_only(tmp_path):
     save_checkpoint(path, model, note=_NotPlainData())  # torch.save pickles anything
     with pytest.raises(pickle.UnpicklingError, match="weights_only"):
         load_checkpoint(path, tiny_model())
+
+
+@pytest.mark.parametrize("symbol_ids", [range(10), [3, 4, 5], [0]])
+def test_make_splits_rejects_special_ids(symbol_ids):
+    with pytest.raises(ValueError, match=r"include the special ids \[.*\].*<pad>, <bos>, <eos>, <unk>"):
+        make_splits("copy", list(symbol_ids), {"train": 1}, max_len=3)
+
+
+def test_train_step_and_train_want_batches_not_pairs():
+    model = tiny_model()
+    optimizer = torch.optim.AdamW(model.parameters())
+    pairs = tiny_splits()["train"][:8]
+    with pytest.raises(TypeError, match=r"train_step needs a Batch.*pairs: make_batch\(pairs\)"):
+        train_step(model, pairs, optimizer)
+    with pytest.raises(TypeError, match=r"train: each element of train_batches needs a Batch.*make_batch"):
+        train(model, optimizer, pairs, pairs, epochs=1, progress=False)
+
+
+def test_train_wants_a_dataloader_with_make_batch():
+    model = tiny_model()
+    optimizer = torch.optim.AdamW(model.parameters())
+    pairs = tiny_splits()["train"][:8]
+    loader = DataLoader(pairs, batch_size=4)  # collate_fn forgotten
+    with pytest.raises(TypeError, match=r"without collate_fn.*collate_fn=make_batch"):
+        train(model, optimizer, loader, pairs, epochs=1, progress=False)
+    with pytest.raises(TypeError, match=r"train_step needs a Batch.*collate_fn=make_batch"):
+        train_step(model, [torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long)], optimizer)

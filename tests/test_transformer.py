@@ -2,6 +2,7 @@
 
 import io
 import math
+import warnings
 
 import pytest
 import torch
@@ -470,3 +471,25 @@ def test_load_torch_transformer_rejects_mismatches():
         load_torch_transformer(ours, nn.Transformer(16, 4, 2, 3, 24, batch_first=True, norm_first=True))
     with pytest.raises(ValueError, match="d_ff"):
         load_torch_transformer(ours, nn.Transformer(16, 4, 2, 3, 32, batch_first=True))
+
+
+@pytest.mark.parametrize("side", ["src", "tgt"])
+def test_pytorch_polarity_padding_mask_is_caught(side):
+    model = Transformer(small_config()).eval()
+    src, tgt, src_mask, tgt_mask = batch(model.config)
+    assert (~src_mask).any() and (~tgt_mask).any()
+    masks = {"src_padding_mask": src_mask, "tgt_padding_mask": tgt_mask}
+    masks[f"{side}_padding_mask"] = ~masks[f"{side}_padding_mask"]  # True = padding, PyTorch's polarity
+    with pytest.raises(ValueError, match=f"{side}_padding_mask is True exactly where.*PyTorch's convention"):
+        model(src, tgt, **masks)
+
+
+def test_padded_source_without_mask_warns():
+    model = Transformer(small_config()).eval()
+    src, tgt, src_mask, tgt_mask = batch(model.config)
+    with pytest.warns(UserWarning, match="src holds pad_id=0 but src_padding_mask is None"):
+        model.encode(src)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.encode(src, src_mask)  # with the mask: silent
+        model.encode(src[:, :1])  # no padding at all: silent

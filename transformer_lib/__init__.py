@@ -2,15 +2,28 @@
 
 Every module but this one is generated from a notebook (see the header of each file). This file is written by
 hand and lists the public API, chapter by chapter, in the order the course builds it.
+
+Quick start, five lines (masks are True at real tokens; the special tokens' ids are PAD_ID, BOS_ID, EOS_ID
+and UNK_ID, 0 to 3 in every Vocabulary):
+
+    from transformer_lib import PAD_ID, CharTokenizer, Transformer, TransformerConfig, generate, pad_batch
+    tokenizer = CharTokenizer.train("hello world")
+    src, src_mask = pad_batch([tokenizer.encode("hello"), tokenizer.encode("world")], PAD_ID)
+    model = Transformer(TransformerConfig(len(tokenizer.vocab), len(tokenizer.vocab), d_model=64))
+    print(generate(model, src, src_mask, max_new_tokens=5))  # token ids; untrained until chapter 9
 """
 
 # Chapter 1. From text to vectors
 from transformer_lib.tokenizer import (
     BOS,
+    BOS_ID,
     EOS,
+    EOS_ID,
     PAD,
+    PAD_ID,
     SPECIAL_TOKENS,
     UNK,
+    UNK_ID,
     BPETokenizer,
     CharTokenizer,
     Tokenizer,
@@ -125,6 +138,10 @@ __all__ = [
     "EOS",
     "UNK",
     "SPECIAL_TOKENS",
+    "PAD_ID",
+    "BOS_ID",
+    "EOS_ID",
+    "UNK_ID",
     "Vocabulary",
     "Tokenizer",
     "CharTokenizer",

@@ -5,8 +5,8 @@ __all__ = [
     "padding_mask",
     "lengths_to_mask",
     "causal_mask",
-    "check_bool_mask",
     "scaled_dot_product_attention",
+    "check_bool_mask",
 ]
 
 import math
@@ -45,7 +45,9 @@ def lengths_to_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
             f"lengths_to_mask needs a tensor of lengths, got {type(lengths).__name__}; "
             "wrap it with torch.tensor(lengths)."
         )
-    if lengths.dim() != 1 or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths_to_mask needs integer lengths, got dtype {lengths.dtype}.")
+    if lengths.dim() != 1:
         raise ValueError(
             f"lengths_to_mask needs a 1-D integer tensor (B,), got shape {tuple(lengths.shape)} "
             f"and dtype {lengths.dtype}."
@@ -68,6 +70,46 @@ def causal_mask(size: int, device: torch.device | str | None = None) -> Tensor:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"causal_mask needs a positive int size (the sequence length), got {size!r}.")
     return torch.ones(size, size, dtype=torch.bool, device=device).tril()  # (size, size)
+
+
+def scaled_dot_product_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    mask: Tensor | None = None,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """softmax(Q K^T / sqrt(d_k)) V, returning the output and the attention weights.
+
+    Args:
+        query: (..., T, d_k).
+        key: (..., S, d_k).
+        value: (..., S, d_v).
+        mask: bool, broadcastable to (..., T, S); True = may attend, False = masked out. A query whose keys
+            are all masked gets zero weights and a zero output, never NaN.
+        dropout_p: probability of zeroing each weight (survivors scaled by 1 / (1 - dropout_p)); applied
+            whenever dropout_p > 0, so pass 0.0 at evaluation time.
+        scale: multiplies the scores; defaults to 1 / sqrt(d_k).
+    Returns:
+        output (..., T, d_v) and weights (..., T, S), with output == weights @ value (weights after dropout).
+    """
+    _check_attention_inputs(query, key, value, mask, dropout_p)
+    d_k = query.shape[-1]
+    if scale is None:
+        scale = 1.0 / math.sqrt(d_k)
+    scores = (query @ key.transpose(-2, -1)) * scale  # (..., T, S)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))  # (..., T, S)
+        # A row with every key masked would be softmax(-inf, ..., -inf) = 0 / 0 = NaN: give it finite
+        # scores here, then zero its weights below.
+        scores = scores.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)  # (..., T, S)
+    weights = torch.softmax(scores, dim=-1)  # (..., T, S)
+    if mask is not None:
+        weights = weights.masked_fill(~mask, 0.0)  # (..., T, S)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)  # (..., T, S)
+    return weights @ value, weights  # (..., T, d_v), (..., T, S)
 
 
 def check_bool_mask(mask: Tensor | None, name: str = "mask", meaning: str = "may attend") -> None:
@@ -136,43 +178,3 @@ def _check_attention_inputs(
             )
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}.")
-
-
-def scaled_dot_product_attention(
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    mask: Tensor | None = None,
-    dropout_p: float = 0.0,
-    scale: float | None = None,
-) -> tuple[Tensor, Tensor]:
-    """softmax(Q K^T / sqrt(d_k)) V, returning the output and the attention weights.
-
-    Args:
-        query: (..., T, d_k).
-        key: (..., S, d_k).
-        value: (..., S, d_v).
-        mask: bool, broadcastable to (..., T, S); True = may attend, False = masked out. A query whose keys
-            are all masked gets zero weights and a zero output, never NaN.
-        dropout_p: probability of zeroing each weight (survivors scaled by 1 / (1 - dropout_p)); applied
-            whenever dropout_p > 0, so pass 0.0 at evaluation time.
-        scale: multiplies the scores; defaults to 1 / sqrt(d_k).
-    Returns:
-        output (..., T, d_v) and weights (..., T, S), with output == weights @ value (weights after dropout).
-    """
-    _check_attention_inputs(query, key, value, mask, dropout_p)
-    d_k = query.shape[-1]
-    if scale is None:
-        scale = 1.0 / math.sqrt(d_k)
-    scores = (query @ key.transpose(-2, -1)) * scale  # (..., T, S)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))  # (..., T, S)
-        # A row with every key masked would be softmax(-inf, ..., -inf) = 0 / 0 = NaN: give it finite
-        # scores here, then zero its weights below.
-        scores = scores.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)  # (..., T, S)
-    weights = torch.softmax(scores, dim=-1)  # (..., T, S)
-    if mask is not None:
-        weights = weights.masked_fill(~mask, 0.0)  # (..., T, S)
-    if dropout_p > 0.0:
-        weights = F.dropout(weights, p=dropout_p)  # (..., T, S)
-    return weights @ value, weights  # (..., T, d_v), (..., T, S)

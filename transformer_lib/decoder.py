@@ -13,97 +13,6 @@ from transformer_lib.multihead import KVCache, MultiHeadAttention, load_torch_mu
 from transformer_lib.sublayers import FeedForward, LayerNorm, Residual
 
 
-def _check_decoder_mask(
-    name: str, mask: Tensor | None, shapes: dict[str, tuple[int, ...]], meaning: str
-) -> None:
-    """Raise unless `mask` is None or a bool tensor whose shape is one of `shapes` (description -> shape)."""
-    check_bool_mask(mask, name, meaning)
-    if mask is None:
-        return
-    if tuple(mask.shape) not in shapes.values():
-        allowed = " or ".join(f"{letters} = {shape}" for letters, shape in shapes.items())
-        raise ValueError(f"{name} must have shape {allowed}, got {tuple(mask.shape)}")
-
-
-def _check_cache(layer: nn.Module, cache: dict[str, KVCache] | None) -> int:
-    """Raise unless `cache` is None or a dict like `layer.new_cache()`; return the cached target length."""
-    if cache is None:
-        return 0
-    kinds = {"self": False} if layer.cross_attn is None else {"self": False, "cross": True}  # key -> static
-    if (
-        not isinstance(cache, dict)
-        or set(cache) != set(kinds)
-        or not all(isinstance(c, KVCache) and c.static == kinds[k] for k, c in cache.items())
-    ):
-        raise ValueError(
-            f"cache must be a dict with keys {list(kinds)}: KVCache() for 'self' and "
-            "KVCache(static=True) for 'cross'; make one with layer.new_cache()"
-        )
-    return cache["self"].length
-
-
-def _check_memory(
-    layer: nn.Module, B: int, memory: Tensor | None, mask: Tensor | None, cross_cache: KVCache | None
-) -> None:
-    """Raise unless memory (B, S, d_model) and its padding mask (B, S) fit the layer and its cross cache."""
-    if layer.cross_attn is None:
-        if memory is not None or mask is not None:
-            raise ValueError(
-                "this layer has no cross-attention (built with cross_attention=False, a decoder-only block): "
-                "call it without memory and memory_key_padding_mask"
-            )
-        return
-    if memory is None:
-        raise ValueError(
-            "this layer has cross-attention and needs memory, the encoder output of shape "
-            "(B, S, d_model); for a decoder-only model build it with cross_attention=False"
-        )
-    d_model = layer.d_model
-    shape = tuple(memory.shape) if isinstance(memory, Tensor) else None
-    if shape is None or len(shape) != 3 or shape[0] != B or shape[2] != d_model:
-        raise ValueError(
-            f"memory must have shape (B, S, d_model) with B={B} (the batch of x) and d_model={d_model}, "
-            f"got {shape if shape is not None else type(memory).__name__}"
-        )
-    S = shape[1]  # source positions
-    if cross_cache is not None and cross_cache.length not in (0, S):
-        raise ValueError(
-            f"memory has S={S} positions but the cross-attention cache holds keys for {cross_cache.length}, "
-            "computed from the memory of the first step; start each new source with a fresh new_cache()"
-        )
-    _check_decoder_mask("memory_key_padding_mask", mask, {"(B, S)": (B, S)}, "real source token")
-
-
-def _check_decoder_inputs(
-    layer: nn.Module,
-    x: Tensor,
-    memory: Tensor | None,
-    self_attn_mask: Tensor | None,
-    tgt_key_padding_mask: Tensor | None,
-    memory_key_padding_mask: Tensor | None,
-    cache: dict[str, KVCache] | None,
-) -> None:
-    """Raise early, naming the argument, when the inputs of `DecoderLayer.forward` do not fit together."""
-    d_model = layer.d_model
-    if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != d_model:
-        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must have shape (B, T, d_model) with d_model={d_model}, got {got}")
-    B, T, _ = x.shape  # batch, target positions, features
-    past = _check_cache(layer, cache)  # target positions already in the self-attention cache
-    _check_memory(layer, B, memory, memory_key_padding_mask, None if cache is None else cache.get("cross"))
-    H = layer.self_attn.num_heads  # heads
-    keys, letters = past + T, ("T" if past == 0 else "past + T")
-    shapes = {
-        f"(T, {letters})": (T, keys),
-        f"(B, T, {letters})": (B, T, keys),
-        f"(B, H, T, {letters})": (B, H, T, keys),
-    }
-    _check_decoder_mask("self_attn_mask", self_attn_mask, shapes, "may attend")
-    _check_decoder_mask(
-        "tgt_key_padding_mask", tgt_key_padding_mask, {f"(B, {letters})": (B, keys)}, "real target token"
-    )
-
-
 class DecoderLayer(nn.Module):
     """Decoder layer: masked self-attention, cross-attention over the encoder output, feed-forward network.
 
@@ -202,6 +111,102 @@ class DecoderLayer(nn.Module):
         return (x, weights["self"], weights["cross"]) if need_weights else x
 
 
+def _check_decoder_mask(
+    name: str, mask: Tensor | None, shapes: dict[str, tuple[int, ...]], meaning: str
+) -> None:
+    """Raise unless `mask` is None or a bool tensor whose shape is one of `shapes` (description -> shape)."""
+    check_bool_mask(mask, name, meaning)
+    if mask is None:
+        return
+    if tuple(mask.shape) not in shapes.values():
+        allowed = " or ".join(f"{letters} = {shape}" for letters, shape in shapes.items())
+        raise ValueError(f"{name} must have shape {allowed}, got {tuple(mask.shape)}")
+
+
+def _check_cache(layer: nn.Module, cache: dict[str, KVCache] | None) -> int:
+    """Raise unless `cache` is None or a dict like `layer.new_cache()`; return the cached target length."""
+    if cache is None:
+        return 0
+    kinds = {"self": False} if layer.cross_attn is None else {"self": False, "cross": True}  # key -> static
+    if (
+        not isinstance(cache, dict)
+        or set(cache) != set(kinds)
+        or not all(isinstance(c, KVCache) and c.static == kinds[k] for k, c in cache.items())
+    ):
+        raise ValueError(
+            f"cache must be a dict with keys {list(kinds)}: KVCache() for 'self' and "
+            "KVCache(static=True) for 'cross'; make one with layer.new_cache()"
+        )
+    return cache["self"].length
+
+
+def _check_memory(
+    layer: nn.Module, B: int, memory: Tensor | None, mask: Tensor | None, cross_cache: KVCache | None
+) -> None:
+    """Raise unless memory (B, S, d_model) and its padding mask (B, S) fit the layer and its cross cache."""
+    if layer.cross_attn is None:
+        if memory is not None or mask is not None:
+            raise ValueError(
+                "this layer has no cross-attention (built with cross_attention=False, a decoder-only block): "
+                "call it without memory and memory_key_padding_mask"
+            )
+        return
+    if memory is None:
+        raise ValueError(
+            "this layer has cross-attention and needs memory, the encoder output of shape "
+            "(B, S, d_model); for a decoder-only model build it with cross_attention=False"
+        )
+    if not isinstance(memory, Tensor):
+        raise TypeError(f"memory must be a tensor (B, S, d_model), got {type(memory).__name__}")
+    d_model = layer.d_model
+    shape = tuple(memory.shape)
+    if len(shape) != 3 or shape[0] != B or shape[2] != d_model:
+        raise ValueError(
+            f"memory must have shape (B, S, d_model) with B={B} (the batch of x) and d_model={d_model}, "
+            f"got {shape}"
+        )
+    S = shape[1]  # source positions
+    if cross_cache is not None and cross_cache.length not in (0, S):
+        raise ValueError(
+            f"memory has S={S} positions but the cross-attention cache holds keys for {cross_cache.length}, "
+            "computed from the memory of the first step; start each new source with a fresh new_cache()"
+        )
+    _check_decoder_mask("memory_key_padding_mask", mask, {"(B, S)": (B, S)}, "real source token")
+
+
+def _check_decoder_inputs(
+    layer: nn.Module,
+    x: Tensor,
+    memory: Tensor | None,
+    self_attn_mask: Tensor | None,
+    tgt_key_padding_mask: Tensor | None,
+    memory_key_padding_mask: Tensor | None,
+    cache: dict[str, KVCache] | None,
+) -> None:
+    """Raise early, naming the argument, when the inputs of `DecoderLayer.forward` do not fit together."""
+    d_model = layer.d_model
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a tensor (B, T, d_model), got {type(x).__name__}")
+    if x.dim() != 3 or x.shape[-1] != d_model:
+        raise ValueError(
+            f"x must have shape (B, T, d_model) with d_model={d_model}, got {tuple(x.shape)}"
+        )
+    B, T, _ = x.shape  # batch, target positions, features
+    past = _check_cache(layer, cache)  # target positions already in the self-attention cache
+    _check_memory(layer, B, memory, memory_key_padding_mask, None if cache is None else cache.get("cross"))
+    H = layer.self_attn.num_heads  # heads
+    keys, letters = past + T, ("T" if past == 0 else "past + T")
+    shapes = {
+        f"(T, {letters})": (T, keys),
+        f"(B, T, {letters})": (B, T, keys),
+        f"(B, H, T, {letters})": (B, H, T, keys),
+    }
+    _check_decoder_mask("self_attn_mask", self_attn_mask, shapes, "may attend")
+    _check_decoder_mask(
+        "tgt_key_padding_mask", tgt_key_padding_mask, {f"(B, {letters})": (B, keys)}, "real target token"
+    )
+
+
 def _torch_decoder_activation(theirs: nn.Module) -> str:
     """The name of a torch.nn.TransformerDecoderLayer's activation, "relu" or "gelu"."""
     activation = theirs.activation
@@ -269,7 +274,9 @@ class Decoder(nn.Module):
     ) -> None:
         super().__init__()
         if isinstance(num_layers, bool) or not isinstance(num_layers, int):
-            raise TypeError(f"num_layers must be an int, got {type(num_layers).__name__} ({num_layers!r})")
+            raise ValueError(
+                f"num_layers must be an int, got {type(num_layers).__name__} ({num_layers!r})"
+            )
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
         self.d_model, self.num_layers = d_model, num_layers

@@ -97,6 +97,15 @@ def sample_next_token(
     Returns:
         token ids (B,).
     """
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+        got = logits.dtype if isinstance(logits, Tensor) else type(logits).__name__
+        raise TypeError(f"sample_next_token needs float logits (B, V), got {got}")
+    if logits.dim() != 2:
+        raise ValueError(
+            "sample_next_token needs logits (B, V), one row per sequence, got shape "
+            f"{tuple(logits.shape)}; for a decoder's output (B, T, V) pass the last position, "
+            "logits[:, -1]"
+        )
     logits = apply_temperature(logits, temperature)  # (B, V)
     if top_k is not None:
         logits = top_k_filter(logits, top_k)  # (B, V)
@@ -183,6 +192,12 @@ def generate(
         every step.
     """
     _check_decoding_args(model, src, max_new_tokens)
+    if not do_sample and (temperature != 1.0 or top_k is not None or top_p is not None):
+        raise ValueError(
+            f"temperature={temperature}, top_k={top_k}, top_p={top_p} shape the distribution that "
+            "sampling draws from, but do_sample=False takes the argmax and would ignore them: pass "
+            "do_sample=True, or leave them at their defaults"
+        )
     _check_temperature(temperature)
     if top_k is not None:
         _check_top_k(top_k)

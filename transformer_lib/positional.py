@@ -48,7 +48,7 @@ def _check_positions(x: torch.Tensor, size: int, size_name: str, start: int, max
             f"its last dimension must equal the {size_name} the module was built with."
         )
     if isinstance(start, bool) or not isinstance(start, int):
-        raise TypeError(f"start must be an int (the position of x's first token), got {start!r}.")
+        raise ValueError(f"start must be an int (the position of x's first token), got {start!r}.")
     if start < 0:
         raise ValueError(f"start must be >= 0 (the position of x's first token), got {start}.")
     T = x.shape[-2]  # time

@@ -13,7 +13,7 @@ from torch import nn
 def _check_size(name: str, value: int) -> None:
     """Raise unless `value` is a positive integer (a layer width)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+        raise ValueError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
     if value < 1:
         raise ValueError(f"{name} must be at least 1, got {value}")
 
@@ -136,7 +136,9 @@ class Residual(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(norm_first, bool):
-            raise TypeError(f"norm_first must be True (pre-LN) or False (post-LN), got {norm_first!r}")
+            raise ValueError(
+                f"norm_first must be True (pre-LN) or False (post-LN), got {norm_first!r}"
+            )
         self.norm = LayerNorm(d_model, eps=eps)
         self.dropout = nn.Dropout(dropout)
         self.norm_first = norm_first

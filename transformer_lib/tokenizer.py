@@ -7,6 +7,10 @@ __all__ = [
     "EOS",
     "UNK",
     "SPECIAL_TOKENS",
+    "PAD_ID",
+    "BOS_ID",
+    "EOS_ID",
+    "UNK_ID",
     "Vocabulary",
     "Tokenizer",
     "CharTokenizer",
@@ -29,6 +33,11 @@ BOS = "<bos>"  # beginning of sequence
 EOS = "<eos>"  # end of sequence
 UNK = "<unk>"  # stands for any symbol the vocabulary does not know
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
+# Every Vocabulary gives the special tokens these ids, in this order.
+PAD_ID = 0
+BOS_ID = 1
+EOS_ID = 2
+UNK_ID = 3
 
 
 class Vocabulary:
@@ -80,7 +89,7 @@ class Vocabulary:
         try:
             index = operator.index(token_id)
         except TypeError:
-            raise TypeError(f"a token id must be an int, got {token_id!r}") from None
+            raise ValueError(f"a token id must be an int, got {token_id!r}") from None
         if not 0 <= index < len(self):
             raise ValueError(
                 f"token id {index} is outside the vocabulary: ids run from 0 to {len(self) - 1} "
@@ -276,7 +285,7 @@ class BPETokenizer(Tokenizer):
         if not isinstance(text, str):
             raise TypeError(f"train takes a str, got {type(text).__name__}")
         if isinstance(num_merges, bool) or not isinstance(num_merges, int):
-            raise TypeError(f"num_merges must be an int, got {num_merges!r}")
+            raise ValueError(f"num_merges must be an int, got {num_merges!r}")
         if num_merges < 0:
             raise ValueError(f"num_merges must be >= 0, got {num_merges}")
         words = {tuple(word): count for word, count in Counter(split_words(text)).items()}
@@ -317,7 +326,7 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Te
         False at padding.
     """
     if isinstance(pad_id, bool) or not isinstance(pad_id, int):
-        raise TypeError(f"pad_id must be an int, got {pad_id!r}")
+        raise ValueError(f"pad_id must be an int, got {pad_id!r}")
     if len(sequences) == 0:
         raise ValueError("pad_batch needs at least one sequence, got an empty list")
     rows = []

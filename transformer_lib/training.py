@@ -34,9 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, default_collate
 from tqdm import tqdm
 
-from transformer_lib.tokenizer import pad_batch
+from transformer_lib.tokenizer import SPECIAL_TOKENS, pad_batch
 
 
 def seed_everything(seed: int) -> None:
@@ -45,7 +46,7 @@ def seed_everything(seed: int) -> None:
     Results also depend on the number of threads (sums split differently): fix it with torch.set_num_threads.
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+        raise ValueError(f"seed must be an int, got {seed!r}")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -79,6 +80,14 @@ def make_splits(
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
     if len(symbol_ids) == 0:
         raise ValueError("symbol_ids is empty: the sources need at least one symbol to be made of")
+    special = sorted({i for i in symbol_ids if isinstance(i, int) and 0 <= i < len(SPECIAL_TOKENS)})
+    if special:
+        raise ValueError(
+            f"symbol_ids include the special ids {special} (0 to {len(SPECIAL_TOKENS) - 1} are "
+            f"{', '.join(SPECIAL_TOKENS)}): a source made of them would read as padding or as the "
+            "end of a sequence. Use ids from a tokenizer, e.g. tokenizer.encode('0123456789'), or "
+            f"shift yours by {len(SPECIAL_TOKENS)}"
+        )
     if not 1 <= min_len <= max_len:
         raise ValueError(f"need 1 <= min_len <= max_len, got min_len={min_len}, max_len={max_len}")
     if not sizes or any(size < 1 for size in sizes.values()):
@@ -240,6 +249,18 @@ def cosine_schedule(
     return factor
 
 
+def _check_batch(batch: object, where: str) -> None:
+    """Raise a TypeError, saying how to make one, unless batch is a Batch."""
+    if isinstance(batch, Batch):
+        return
+    hint = ""
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], (list, tuple)):
+        hint = " (these look like (source, target) pairs: make_batch(pairs) makes a Batch)"
+    elif isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], Tensor):
+        hint = " (this looks like PyTorch's default collation: use collate_fn=make_batch)"
+    raise TypeError(f"{where} needs a Batch from make_batch, got {type(batch).__name__}{hint}")
+
+
 def train_step(
     model: nn.Module,
     batch: Batch,
@@ -253,6 +274,7 @@ def train_step(
 
     Returns the batch's loss as a float. max_grad_norm=None turns clipping off.
     """
+    _check_batch(batch, "train_step")
     model.train()
     logits = model(batch.src, batch.tgt_in, batch.src_padding_mask, batch.tgt_padding_mask)  # (B, T, V)
     loss = label_smoothed_cross_entropy(logits, batch.tgt_out, smoothing, ignore_index=pad_id)
@@ -380,6 +402,14 @@ def train(
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    if isinstance(train_batches, DataLoader) and train_batches.collate_fn is default_collate:
+        raise TypeError(
+            "train_batches is a DataLoader without collate_fn: PyTorch's default collation cannot "
+            "pad pairs of different lengths. Build it with DataLoader(pairs, ..., "
+            "collate_fn=make_batch)"
+        )
+    if isinstance(train_batches, (list, tuple)) and train_batches:
+        _check_batch(train_batches[0], "train: each element of train_batches")
     steps_per_epoch = len(train_batches)
     if steps_per_epoch == 0:
         raise ValueError("train_batches is empty: the training split gave no batch")

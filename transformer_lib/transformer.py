@@ -4,6 +4,7 @@
 __all__ = ["TransformerConfig", "TokenEmbedding", "Transformer", "load_torch_transformer"]
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +20,11 @@ from transformer_lib.positional import SinusoidalPositionalEncoding
 
 @dataclass
 class TransformerConfig:
-    """Sizes and options of an encoder-decoder Transformer; the defaults are the paper's base model."""
+    """Sizes and options of an encoder-decoder Transformer; default sizes: the paper's base model.
+
+    As in nn.Transformer, and unlike the paper, each stack ends with a final LayerNorm, and dropout
+    also acts on the attention weights and the feed-forward hidden layer.
+    """
 
     src_vocab_size: int
     tgt_vocab_size: int
@@ -124,13 +129,27 @@ def _check_length(tokens: Tensor, start: int, max_len: int, name: str) -> None:
         )
 
 
-def _check_padding_mask(mask: Tensor | None, shape: tuple[int, int], name: str, letters: str) -> None:
-    """Raise unless `mask` is None or a bool tensor of the given (B, length) shape, described by `letters`."""
+def _check_padding_mask(
+    mask: Tensor | None, shape: tuple[int, int], name: str, letters: str,
+    tokens: Tensor | None = None, pad_id: int | None = None,
+) -> None:
+    """Raise unless `mask` is None or a bool tensor of shape (B, length), described by `letters`.
+
+    Given the tokens and pad_id, also raise for a mask in PyTorch's polarity (True at pad_id).
+    """
     check_bool_mask(mask, name, "real token")
     if mask is None:
         return
     if tuple(mask.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {letters} = {tuple(shape)}, got {tuple(mask.shape)}")
+    if tokens is not None and tokens.shape == mask.shape:
+        is_pad = tokens == pad_id  # (B, length)
+        if is_pad.any() and torch.equal(mask, is_pad):
+            raise ValueError(
+                f"{name} is True exactly where the tokens hold pad_id={pad_id}: that is PyTorch's "
+                "convention (True = padding). Here a padding mask is True at real tokens: pass "
+                "~mask, or build it with padding_mask(tokens, pad_id)"
+            )
 
 
 def _cache_length(cache: list[dict[str, KVCache]], num_layers: int) -> int:
@@ -188,11 +207,21 @@ class Transformer(nn.Module):
         """Encode source ids (B, S) into the memory (B, S, d_model) that the decoder reads.
 
         Args:
-            src_padding_mask: (B, S) bool, True at real tokens, False at padding; None means no padding.
+            src_padding_mask: (B, S) bool, True at real tokens, False at padding; None means no
+                padding (a source holding pad_id without a mask gets a warning; PyTorch's polarity,
+                True exactly at pad_id, raises a ValueError).
         """
         _check_token_ids(src, self.config.src_vocab_size, "src")
         _check_length(src, 0, self.config.max_len, "src")
-        _check_padding_mask(src_padding_mask, tuple(src.shape), "src_padding_mask", "(B, S)")
+        pad_id = self.config.pad_id
+        _check_padding_mask(src_padding_mask, tuple(src.shape), "src_padding_mask", "(B, S)",
+                            src, pad_id)
+        if src_padding_mask is None and bool((src == pad_id).any()):
+            warnings.warn(
+                f"src holds pad_id={pad_id} but src_padding_mask is None, so attention reads the "
+                "padding as if it were text; pass src_padding_mask=padding_mask(src, pad_id)",
+                stacklevel=2,
+            )
         x = self.positional(self.src_embedding(src))  # (B, S, d_model)
         return self.encoder(x, key_padding_mask=src_padding_mask)  # (B, S, d_model)
 
@@ -223,7 +252,9 @@ class Transformer(nn.Module):
             raise ValueError(f"the cache holds {past} positions but start={start}; pass start={past}")
         B, T = tgt.shape  # batch, target positions
         letters = "(B, start + T)" if past else "(B, T)"
-        _check_padding_mask(tgt_padding_mask, (B, past + T), "tgt_padding_mask", letters)
+        _check_padding_mask(
+            tgt_padding_mask, (B, past + T), "tgt_padding_mask", letters, tgt, self.config.pad_id
+        )
         if isinstance(memory, Tensor) and memory.dim() == 3:
             _check_padding_mask(src_padding_mask, tuple(memory.shape[:2]), "src_padding_mask", "(B, S)")
         # Query t is position past + t: it may attend to every key up to itself, the cached ones included.

@@ -52,6 +52,7 @@ SETTINGS = {
     "d_ff": 512, "dropout": 0.1, "lr": 2e-3, "warmup_steps": 200, "beta1": 0.9, "beta2": 0.98,
     "weight_decay": 0.01, "smoothing": 0.1, "max_grad_norm": 1.0, "bfloat16": True,
 }
+ALPHAS = (0.6, 1.0, 1.4)  # length penalties tried for beam search, on the validation split
 BLEU_DEFINITION = ("corpus BLEU, lower-cased, 13a tokenization, one reference, 'exp' smoothing, n <= 4 "
                    "(sacreBLEU's BLEU(lowercase=True))")
 
@@ -139,12 +140,21 @@ def main() -> None:
     extra = load_checkpoint(checkpoint, trained)
     assert extra["updates"] == len(history.train_loss)
 
+    # The length penalty of beam search is chosen on the validation split, never on the test set.
+    valid_sources = [source for source, _ in encoded["val"]]
+    valid_beam_bleu = {
+        alpha: corpus_bleu(translate(trained, valid_sources, tgt_vocab, args.beam_size, alpha=alpha),
+                           valid_references).score
+        for alpha in ALPHAS
+    }
+    alpha = max(ALPHAS, key=valid_beam_bleu.get)
+    print(f"validation BLEU, beam search, by length penalty alpha: {valid_beam_bleu}; chose {alpha}")
     test_sources = [source for source, _ in encoded["test_2016_flickr"]]
     test_references = [english for _, english in data["splits"]["test_2016_flickr"]]
     outputs, scores, decode_seconds = {}, {}, {}
     for name, beam_size in (("greedy", 1), ("beam", args.beam_size)):
         start = time.perf_counter()
-        outputs[name] = translate(trained, test_sources, tgt_vocab, beam_size=beam_size)
+        outputs[name] = translate(trained, test_sources, tgt_vocab, beam_size=beam_size, alpha=alpha)
         decode_seconds[name] = round(time.perf_counter() - start, 1)
         scores[name] = corpus_bleu(outputs[name], test_references)
         print(f"test_2016_flickr, {name}: {scores[name]} ({decode_seconds[name]} s)", flush=True)
@@ -174,6 +184,8 @@ def main() -> None:
         "epochs": round(len(history.train_loss) / len(batches), 2),
         "vocabulary": {"german": len(src_vocab), "english": len(tgt_vocab)},
         "beam_size": args.beam_size,
+        "beam_alpha": alpha,
+        "valid_beam_bleu_by_alpha": {str(a): round(v, 2) for a, v in valid_beam_bleu.items()},
         "bleu_definition": BLEU_DEFINITION,
         "bleu": {name: round(score.score, 2) for name, score in scores.items()},
         "brevity_penalty": {name: round(score.brevity_penalty, 4) for name, score in scores.items()},

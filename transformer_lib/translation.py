@@ -311,18 +311,22 @@ def translate(
     beam_size: int = 1,
     batch_size: int = 128,
     alpha: float = 0.6,
+    use_cache: bool | None = None,
 ) -> list[str]:
     """Translate source id lists into target sentences (tokens joined by spaces).
 
     beam_size=1 decodes greedily with chapter 10's generate, more uses beam_search with length
     penalty alpha. Sentences go in batches of similar length (sorted, then put back in order);
     each may grow to 1.5 times its source length + 10 tokens, within the model's max_len.
+    use_cache: decode with chapter 10's key/value cache; None: when the model has new_cache().
     """
     if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
         raise ValueError(f"beam_size must be an int >= 1 (1 is greedy decoding), got {beam_size!r}")
     if len(sources) == 0:
         raise ValueError("translate got no sources")
     ids = (tgt_vocab.bos_id, tgt_vocab.eos_id, tgt_vocab.pad_id)
+    if use_cache is None:
+        use_cache = hasattr(model, "new_cache")
     max_len = getattr(getattr(model, "config", None), "max_len", 512)
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     outputs: list[str] = [""] * len(sources)
@@ -331,10 +335,10 @@ def translate(
         src, src_mask = pad_batch([sources[i] for i in chunk], tgt_vocab.pad_id)  # (B, S) each
         max_new_tokens = min(max_len, int(1.5 * src.shape[1]) + 10)
         if beam_size == 1:
-            tokens = generate(model, src, src_mask, max_new_tokens, *ids)  # (B, L)
+            tokens = generate(model, src, src_mask, max_new_tokens, *ids, use_cache=use_cache)  # (B, L)
         else:
             beams, _ = beam_search(model, src, src_mask, max_new_tokens, beam_size, *ids,
-                                   alpha=alpha)  # (B, K, L)
+                                   alpha=alpha, use_cache=use_cache)  # (B, K, L)
             tokens = beams[:, 0]  # (B, L): the best hypothesis of each source
         for i, row in zip(chunk, tokens.tolist(), strict=True):
             outputs[i] = decode_ids(row, tgt_vocab)

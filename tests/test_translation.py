@@ -483,6 +483,24 @@ def test_train_translation_is_reproducible_and_steps_the_scheduler():
     assert scheduler.last_epoch == 7
 
 
+def test_train_translation_time_budget_and_bfloat16_autocast():
+    torch.manual_seed(0)
+    vocab = Vocabulary([f"w{i}" for i in range(10)])
+    pairs = [([4 + i % 10, 5, 6], [6, 5, 4 + i % 10]) for i in range(60)]
+    config = TransformerConfig(len(vocab), len(vocab), d_model=16, num_heads=2, num_encoder_layers=1,
+                               num_decoder_layers=1, d_ff=32, max_len=16)
+    model = Transformer(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    history = train_translation(model, optimizer, TokenBatches(pairs, 40, seed=0), pairs[:4],
+                                ["w0 w1 w2"] * 4, vocab, max_seconds=1e-9, progress=False)
+    assert len(history.train_loss) == 1 and history.valid_steps == [1]  # one update exceeds the budget
+    history = train_translation(model, optimizer, TokenBatches(pairs, 40, seed=0), pairs[:4],
+                                ["w0 w1 w2"] * 4, vocab, max_steps=6, progress=False,
+                                autocast_dtype=torch.bfloat16)
+    assert len(history.train_loss) == 6 and all(torch.isfinite(torch.tensor(history.train_loss)))
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast leaves the weights alone
+
+
 def test_train_translation_rejects_bad_input(tiny):
     args = (tiny["model"], torch.optim.SGD(tiny["model"].parameters(), lr=0.0), tiny["batches"])
     valid, references = tiny["encoded"][:2], [t for _, t in tiny["pairs"][:2]]
@@ -490,6 +508,8 @@ def test_train_translation_rejects_bad_input(tiny):
         train_translation(*args, valid, references, tiny["vocab"])
     with pytest.raises(ValueError, match="max_steps must be an int >= 1"):
         train_translation(*args, valid, references, tiny["vocab"], max_steps=0)
+    with pytest.raises(ValueError, match="max_seconds must be > 0"):
+        train_translation(*args, valid, references, tiny["vocab"], max_seconds=0)
     with pytest.raises(ValueError, match="as many valid references"):
         train_translation(*args, valid, references[:1], tiny["vocab"], max_steps=1)
 

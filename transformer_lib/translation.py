@@ -363,6 +363,8 @@ def _check_budget(max_steps: int | None, max_seconds: float | None) -> None:
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
                                   or max_steps < 1):
         raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be > 0, got {max_seconds!r}")
 
 
 def train_translation(

@@ -113,7 +113,7 @@ def main() -> None:
     settings = {**SETTINGS, "bfloat16": SETTINGS["bfloat16"] and not args.no_bf16}
     torch.set_num_threads(args.threads)
     checkpoint = args.checkpoint or Path(tempfile.mkdtemp(prefix="translation-")) / "translation.pt"
-    load_before = os.getloadavg()[0]
+    load_before, commit = os.getloadavg()[0], git_commit()
     started = time.perf_counter()
 
     data = prepare(settings)
@@ -168,7 +168,7 @@ def main() -> None:
                                          history.valid_bleu, strict=True)]
     results = {
         "command": "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0])), *sys.argv[1:]]),
-        "commit": git_commit(),
+        "commit": commit,
         "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "torch": torch.__version__,

@@ -18,7 +18,7 @@ ifneq ($(wildcard $(SHARED_DATA)/README.md),)
 export TRANSFORMER_COURSE_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: help venv book test lint unit lib nb lab serve bench clean
+.PHONY: help venv book test lint unit lib nb lab serve bench translate clean
 
 help:
 	@sed -n '2,4p' Makefile
@@ -66,6 +66,10 @@ serve:
 
 bench: $(STAMP)
 	for script in benchmarks/bench_*.py; do $(BIN)/python "$$script" || exit 1; done
+
+# Chapter 12's full run: 5 minutes of training on 2 threads, then test BLEU (benchmarks/results/translation.json).
+translate: $(STAMP)
+	$(BIN)/python tools/translate.py --minutes 5 --threads 2
 
 clean:
 	rm -rf _build

@@ -130,6 +130,26 @@ from transformer_lib.data import (
     load_tiny_shakespeare,
     sha256_of,
 )
+# Chapter 12. Machine translation
+from transformer_lib.translation import (
+    BleuScore,
+    TokenBatches,
+    TranslationHistory,
+    brevity_penalty,
+    build_vocabulary,
+    clipped_matches,
+    corpus_bleu,
+    cross_attention_weights,
+    decode_ids,
+    encode_pairs,
+    encode_tokens,
+    length_grouped_batches,
+    ngram_counts,
+    padding_fraction,
+    tokenize_13a,
+    train_translation,
+    translate,
+)
 
 __all__ = [
     # Chapter 1. From text to vectors
@@ -227,4 +247,22 @@ __all__ = [
     "load_multi30k",
     "load_tiny_shakespeare",
     "load_sms_spam",
+    # Chapter 12. Machine translation
+    "tokenize_13a",
+    "build_vocabulary",
+    "encode_tokens",
+    "decode_ids",
+    "encode_pairs",
+    "length_grouped_batches",
+    "padding_fraction",
+    "TokenBatches",
+    "ngram_counts",
+    "clipped_matches",
+    "brevity_penalty",
+    "BleuScore",
+    "corpus_bleu",
+    "translate",
+    "TranslationHistory",
+    "train_translation",
+    "cross_attention_weights",
 ]

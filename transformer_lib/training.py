@@ -189,9 +189,16 @@ def label_smoothed_cross_entropy(
     low, high = int(target[keep].min()), int(target[keep].max())
     if low < 0 or high >= V:
         raise ValueError(f"target ids must be in 0 .. {V - 1} (logits have V={V} classes), got {low}..{high}")
-    q = smoothed_targets(target.masked_fill(~keep, 0).long(), V, smoothing)  # (..., V); ignored rows go below
-    loss = -(q * logits.log_softmax(dim=-1)).sum(dim=-1)  # (...): the cross-entropy of each token
-    return loss[keep].mean()
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}; 0 turns it off, the paper has 0.1")
+    log_p = logits.log_softmax(dim=-1)  # (..., V)
+    # The mean of -(q * log_p).sum(-1), q = smoothed_targets(target, V, smoothing), without building
+    # q (..., V): (1 - smoothing) times -log p of the correct token, plus smoothing / V times the sum of
+    # -log p over the V tokens.
+    nll = -log_p.gather(-1, target.masked_fill(~keep, 0).long()[..., None]).squeeze(-1)  # (...)
+    spread = -log_p.sum(dim=-1)  # (...)
+    count = keep.sum()  # padding counts for nothing, in the sums and in the count
+    return (1.0 - smoothing) * nll[keep].sum() / count + smoothing / V * spread[keep].sum() / count
 
 
 def _check_warmup(warmup_steps: int, low: int = 1) -> None:

@@ -378,8 +378,8 @@ def test_training_is_reproducible_with_a_seed():
     for _ in range(2):
         torch.manual_seed(0)
         model = GPT(small_config())
-        losses.append(train_language_model(model, data, data, steps=5, eval_every=5, eval_batches=1,
-                                           progress=False).train_loss)
+        losses.append(train_language_model(model, data, data, steps=5, warmup_steps=1, eval_every=5,
+                                           eval_batches=1, progress=False).train_loss)
     assert losses[0] == losses[1]
 
 
@@ -434,7 +434,9 @@ WRONG = {
     "late": (lambda d, s, c: (d[_positions(s, c, 1)], d[_positions(s, c, 2)]), "one token late"),
     "short": (lambda d, s, c: (d[_positions(s, c)], d[_positions(s, c - 1, 1)]), "one token short"),
     "list": (lambda d, s, c: [d[_positions(s, c)], d[_positions(s, c, 1)]], "pair of tensors"),
-    "overrun": (lambda d, s, c: (d[_positions(s, c)], d[_positions(s, c, 1) + 1]), "IndexError"),
+    "skip": (lambda d, s, c: (d[_positions(s, c)], d[_positions(s, c, 2)]), "skips a token"),
+    "overrun": (lambda d, s, c: (d[_positions(s, c)], d[s[:, None] + torch.arange(c) + 1 + len(d)]),
+                "IndexError"),
     "other": (lambda d, s, c: (d[_positions(s, c)], d[_positions(s, c, 1)].flip(-1)), "For each start i"),
 }
 

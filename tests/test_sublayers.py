@@ -309,7 +309,8 @@ def test_residual_dropout_only_in_train_mode(norm_first: bool) -> None:
 
 
 def test_feed_forward_rejects_unknown_activation() -> None:
-    with pytest.raises(ValueError, match=r"activation must be one of \('relu', 'gelu', 'gelu_tanh'\), got 'tanh'"):
+    expected = r"activation must be one of \('relu', 'gelu', 'gelu_tanh'\), got 'tanh'"
+    with pytest.raises(ValueError, match=expected):
         FeedForward(8, 16, activation="tanh")
 
 

@@ -117,6 +117,19 @@ from transformer_lib.data import (
     load_tiny_shakespeare,
     sha256_of,
 )
+# Chapter 13. Language modeling
+from transformer_lib.language_model import (
+    GPT,
+    GPTConfig,
+    LMHistory,
+    estimate_loss,
+    generate_from_prompt,
+    language_model_loss,
+    load_gpt2_state_dict,
+    make_optimizer,
+    next_token_batch,
+    train_language_model,
+)
 
 __all__ = [
     # Chapter 1. From text to vectors
@@ -210,4 +223,15 @@ __all__ = [
     "load_multi30k",
     "load_tiny_shakespeare",
     "load_sms_spam",
+    # Chapter 13. Language modeling
+    "GPTConfig",
+    "GPT",
+    "next_token_batch",
+    "language_model_loss",
+    "estimate_loss",
+    "make_optimizer",
+    "LMHistory",
+    "train_language_model",
+    "generate_from_prompt",
+    "load_gpt2_state_dict",
 ]

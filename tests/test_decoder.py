@@ -190,6 +190,39 @@ def test_decoder_only_layer_is_torch_encoder_layer_with_causal_mask(norm_first, 
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
+def test_decoder_only_layer_without_bias_is_torch_encoder_layer_without_bias():
+    """bias=False drops the biases of every projection; PyTorch's bias=False also drops the norms' biases,
+    which ours keep at their initial 0."""
+    x, _, _, _ = _inputs(seed=4)
+    theirs = nn.TransformerEncoderLayer(
+        D_MODEL, NUM_HEADS, D_FF, 0.0, "gelu", norm_first=True, batch_first=True, bias=False
+    )
+    theirs = _perturb(theirs).eval()
+    ours = DecoderLayer(
+        D_MODEL, NUM_HEADS, D_FF, activation="gelu", norm_first=True, cross_attention=False, bias=False
+    ).eval()
+    linears = [m for m in ours.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 6 and all(m.bias is None for m in linears)
+    with torch.no_grad():
+        d = D_MODEL
+        for i, proj in enumerate((ours.self_attn.q_proj, ours.self_attn.k_proj, ours.self_attn.v_proj)):
+            proj.weight.copy_(theirs.self_attn.in_proj_weight[i * d : (i + 1) * d])
+        ours.self_attn.out_proj.load_state_dict(theirs.self_attn.out_proj.state_dict())
+        ours.feed_forward.linear1.load_state_dict(theirs.linear1.state_dict())
+        ours.feed_forward.linear2.load_state_dict(theirs.linear2.state_dict())
+        ours.self_attn_residual.norm.gain.copy_(theirs.norm1.weight)
+        ours.ff_residual.norm.gain.copy_(theirs.norm2.weight)
+    expected = theirs(x, src_mask=~causal_mask(T))
+    torch.testing.assert_close(ours(x, self_attn_mask=causal_mask(T)), expected, atol=1e-5, rtol=0)
+
+
+def test_decoder_passes_bias_to_every_layer():
+    decoder = Decoder(2, D_MODEL, NUM_HEADS, D_FF, bias=False)
+    assert all(m.bias is None for m in decoder.modules() if isinstance(m, nn.Linear))
+    default = Decoder(2, D_MODEL, NUM_HEADS, D_FF)
+    assert all(m.bias is not None for m in default.modules() if isinstance(m, nn.Linear))
+
+
 @pytest.mark.parametrize("cross_attention", [True, False])
 @pytest.mark.parametrize("norm_first", [False, True])
 @pytest.mark.parametrize("t", [0, 2, T - 2])

@@ -52,6 +52,29 @@ def test_feed_forward_equals_torch_sequential_with_copied_weights(activation: st
     torch.testing.assert_close(ff(x), reference(x))
 
 
+def test_feed_forward_gelu_tanh_equals_torch_tanh_gelu() -> None:
+    """"gelu_tanh", GPT-2's tanh approximation, is nn.GELU(approximate="tanh"), not the exact GELU."""
+    torch.manual_seed(3)
+    ff = FeedForward(6, 24, activation="gelu_tanh").eval()
+    reference = nn.Sequential(nn.Linear(6, 24), nn.GELU(approximate="tanh"), nn.Linear(24, 6))
+    reference[0].load_state_dict(ff.linear1.state_dict())
+    reference[2].load_state_dict(ff.linear2.state_dict())
+    x = seeded(2, 5, 6)
+    torch.testing.assert_close(ff(x), reference(x))
+    exact = FeedForward(6, 24, activation="gelu").eval()
+    exact.load_state_dict(ff.state_dict())
+    assert not torch.allclose(ff(x), exact(x), atol=1e-6, rtol=0)  # the two GELUs differ
+
+
+def test_feed_forward_without_bias() -> None:
+    torch.manual_seed(4)
+    ff = FeedForward(8, 32, bias=False).eval()
+    assert ff.linear1.bias is None and ff.linear2.bias is None
+    assert sum(p.numel() for p in ff.parameters()) == 2 * 8 * 32
+    x = seeded(2, 3, 8)
+    torch.testing.assert_close(ff(x), F.relu(x @ ff.linear1.weight.T) @ ff.linear2.weight.T)
+
+
 def test_feed_forward_shapes_and_parameter_count() -> None:
     ff = FeedForward(8, 32)
     assert ff.linear1.weight.shape == (32, 8) and ff.linear2.weight.shape == (8, 32)
@@ -286,7 +309,8 @@ def test_residual_dropout_only_in_train_mode(norm_first: bool) -> None:
 
 
 def test_feed_forward_rejects_unknown_activation() -> None:
-    with pytest.raises(ValueError, match=r"activation must be one of \('relu', 'gelu'\), got 'tanh'"):
+    expected = r"activation must be one of \('relu', 'gelu', 'gelu_tanh'\), got 'tanh'"
+    with pytest.raises(ValueError, match=expected):
         FeedForward(8, 16, activation="tanh")
 
 

@@ -149,6 +149,18 @@ from transformer_lib.translation import (
     tokenize_13a,
     train_translation,
     translate,
+# Chapter 13. Language modeling
+from transformer_lib.language_model import (
+    GPT,
+    GPTConfig,
+    LMHistory,
+    estimate_loss,
+    generate_from_prompt,
+    language_model_loss,
+    load_gpt2_state_dict,
+    make_optimizer,
+    next_token_batch,
+    train_language_model,
 )
 
 __all__ = [
@@ -265,4 +277,15 @@ __all__ = [
     "TranslationHistory",
     "train_translation",
     "cross_attention_weights",
+    # Chapter 13. Language modeling
+    "GPTConfig",
+    "GPT",
+    "next_token_batch",
+    "language_model_loss",
+    "estimate_loss",
+    "make_optimizer",
+    "LMHistory",
+    "train_language_model",
+    "generate_from_prompt",
+    "load_gpt2_state_dict",
 ]

@@ -30,6 +30,7 @@ class DecoderLayer(nn.Module):
         norm_first: False for post-LN (the paper), True for pre-LN.
         cross_attention: False for a decoder-only block without cross-attention.
         eps: the layer norms' epsilon.
+        bias: whether the attention projections and the feed-forward network have biases.
     """
 
     def __init__(
@@ -42,14 +43,17 @@ class DecoderLayer(nn.Module):
         norm_first: bool = False,
         cross_attention: bool = True,
         eps: float = 1e-5,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         self.d_model, self.norm_first = d_model, norm_first
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias)
         self.self_attn_residual = Residual(d_model, dropout, norm_first, eps)
-        self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout) if cross_attention else None
+        self.cross_attn = (
+            MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias) if cross_attention else None
+        )
         self.cross_attn_residual = Residual(d_model, dropout, norm_first, eps) if cross_attention else None
-        self.feed_forward = FeedForward(d_model, d_ff, dropout, activation)
+        self.feed_forward = FeedForward(d_model, d_ff, dropout, activation, bias)
         self.ff_residual = Residual(d_model, dropout, norm_first, eps)
 
     def new_cache(self) -> dict[str, KVCache]:
@@ -240,7 +244,7 @@ def load_torch_decoder_layer(ours: DecoderLayer, theirs: nn.TransformerDecoderLa
                 f"{name} differs: ours {mine!r}, PyTorch's {their!r}; build ours with {name}={their!r}"
             )
     if theirs.linear1.bias is None:
-        raise ValueError("cannot load a PyTorch layer built with bias=False: our layers always have biases")
+        raise ValueError("cannot load a PyTorch layer built with bias=False: its layer norms have no bias")
     load_torch_multihead_attention(ours.self_attn, theirs.self_attn)
     load_torch_multihead_attention(ours.cross_attn, theirs.multihead_attn)
     ours.feed_forward.linear1.load_state_dict(theirs.linear1.state_dict())
@@ -255,7 +259,8 @@ class Decoder(nn.Module):
 
     Args:
         num_layers: number of decoder layers, at least 1.
-        d_model, num_heads, d_ff, dropout, activation, norm_first, cross_attention, eps: as in DecoderLayer.
+        d_model, num_heads, d_ff, dropout, activation, norm_first, cross_attention, eps, bias: as in
+            DecoderLayer.
         final_norm: apply a LayerNorm to the last layer's output (as torch.nn.Transformer does).
     """
 
@@ -271,6 +276,7 @@ class Decoder(nn.Module):
         cross_attention: bool = True,
         final_norm: bool = True,
         eps: float = 1e-5,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         if isinstance(num_layers, bool) or not isinstance(num_layers, int):
@@ -281,7 +287,9 @@ class Decoder(nn.Module):
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
         self.d_model, self.num_layers = d_model, num_layers
         self.layers = nn.ModuleList(
-            DecoderLayer(d_model, num_heads, d_ff, dropout, activation, norm_first, cross_attention, eps)
+            DecoderLayer(
+                d_model, num_heads, d_ff, dropout, activation, norm_first, cross_attention, eps, bias
+            )
             for _ in range(num_layers)
         )
         self.norm = LayerNorm(d_model, eps=eps) if final_norm else None

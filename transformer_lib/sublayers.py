@@ -33,7 +33,7 @@ def _check_features(x: torch.Tensor, d_model: int, where: str) -> None:
         )
 
 
-_ACTIVATIONS = ("relu", "gelu")
+_ACTIVATIONS = ("relu", "gelu", "gelu_tanh")  # gelu_tanh: GPT-2's approximation
 
 
 class FeedForward(nn.Module):
@@ -43,25 +43,32 @@ class FeedForward(nn.Module):
         d_model: features per token (input and output width).
         d_ff: width of the hidden layer (the paper uses 4 * d_model).
         dropout: dropout probability on the hidden activations (training mode only).
-        activation: "relu" (the paper) or "gelu".
+        activation: "relu" (the paper), "gelu", or "gelu_tanh" (the tanh approximation GPT-2 uses).
+        bias: whether both linear layers have a bias.
     """
 
-    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, activation: str = "relu") -> None:
+    def __init__(
+        self, d_model: int, d_ff: int, dropout: float = 0.0, activation: str = "relu", bias: bool = True
+    ) -> None:
         super().__init__()
         _check_size("d_model", d_model)
         _check_size("d_ff", d_ff)
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
         self.d_model, self.d_ff, self.activation = d_model, d_ff, activation
-        self.linear1 = nn.Linear(d_model, d_ff)
+        self.linear1 = nn.Linear(d_model, d_ff, bias=bias)
         self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(d_ff, d_model)
+        self.linear2 = nn.Linear(d_ff, d_model, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map x (..., d_model) to (..., d_model), every position by the same two-layer network."""
         _check_features(x, self.d_model, "FeedForward")
         hidden = self.linear1(x)  # (..., d_ff)
-        hidden = F.relu(hidden) if self.activation == "relu" else F.gelu(hidden)
+        if self.activation == "relu":
+            hidden = F.relu(hidden)
+        else:
+            approximate = "tanh" if self.activation == "gelu_tanh" else "none"
+            hidden = F.gelu(hidden, approximate=approximate)
         return self.linear2(self.dropout(hidden))  # (..., d_model)
 
 

@@ -117,6 +117,24 @@ from transformer_lib.data import (
     load_tiny_shakespeare,
     sha256_of,
 )
+# Chapter 14. Text classification
+from transformer_lib.classification import (
+    POOLINGS,
+    ClassifierConfig,
+    EncoderClassifier,
+    attention_rollout,
+    bag_of_words,
+    binary_metrics,
+    confusion_matrix,
+    encode_for_classification,
+    fit_logistic_regression,
+    make_batches,
+    mask_digits,
+    masked_mean,
+    predict_proba,
+    stratified_split,
+    train_classifier,
+)
 
 __all__ = [
     # Chapter 1. From text to vectors
@@ -210,4 +228,20 @@ __all__ = [
     "load_multi30k",
     "load_tiny_shakespeare",
     "load_sms_spam",
+    # Chapter 14. Text classification
+    "stratified_split",
+    "mask_digits",
+    "encode_for_classification",
+    "masked_mean",
+    "POOLINGS",
+    "ClassifierConfig",
+    "EncoderClassifier",
+    "make_batches",
+    "predict_proba",
+    "train_classifier",
+    "confusion_matrix",
+    "binary_metrics",
+    "bag_of_words",
+    "fit_logistic_regression",
+    "attention_rollout",
 ]

@@ -161,6 +161,23 @@ from transformer_lib.language_model import (
     make_optimizer,
     next_token_batch,
     train_language_model,
+# Chapter 14. Text classification
+from transformer_lib.classification import (
+    POOLINGS,
+    ClassifierConfig,
+    EncoderClassifier,
+    attention_rollout,
+    bag_of_words,
+    binary_metrics,
+    confusion_matrix,
+    encode_for_classification,
+    fit_logistic_regression,
+    make_batches,
+    mask_digits,
+    masked_mean,
+    predict_proba,
+    stratified_split,
+    train_classifier,
 )
 
 __all__ = [
@@ -288,4 +305,20 @@ __all__ = [
     "train_language_model",
     "generate_from_prompt",
     "load_gpt2_state_dict",
+    # Chapter 14. Text classification
+    "stratified_split",
+    "mask_digits",
+    "encode_for_classification",
+    "masked_mean",
+    "POOLINGS",
+    "ClassifierConfig",
+    "EncoderClassifier",
+    "make_batches",
+    "predict_proba",
+    "train_classifier",
+    "confusion_matrix",
+    "binary_metrics",
+    "bag_of_words",
+    "fit_logistic_regression",
+    "attention_rollout",
 ]

@@ -117,6 +117,17 @@ from transformer_lib.data import (
     load_tiny_shakespeare,
     sha256_of,
 )
+# Chapter 15. Efficiency and scale
+from transformer_lib.distributed import (
+    DistributedContext,
+    DistributedResult,
+    DistributedTrainConfig,
+    cleanup_distributed,
+    init_distributed,
+    select_device,
+    train_distributed,
+    train_from_command_line,
+)
 
 __all__ = [
     # Chapter 1. From text to vectors
@@ -210,4 +221,13 @@ __all__ = [
     "load_multi30k",
     "load_tiny_shakespeare",
     "load_sms_spam",
+    # Chapter 15. Efficiency and scale
+    "select_device",
+    "DistributedContext",
+    "init_distributed",
+    "cleanup_distributed",
+    "DistributedTrainConfig",
+    "DistributedResult",
+    "train_distributed",
+    "train_from_command_line",
 ]

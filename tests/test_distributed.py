@@ -6,6 +6,7 @@ parameters of one process trained on the same global batches.
 Every process talks only to 127.0.0.1: the rendezvous endpoint, the workers' address and gloo's interface.
 """
 
+import ast
 import json
 import os
 import socket
@@ -262,3 +263,59 @@ def test_two_processes_resume_from_a_checkpoint_as_if_never_stopped(tmp_path):
     resumed, out = _two_processes(tmp_path, "stopped", ["--steps", "6", *common])
     assert "resumed from" in out and "at step 3" in out
     _assert_same_parameters(resumed["model"], straight["model"], atol=0.0)
+
+
+# ---------------------------------------------------------------- the chapter's exercise checker
+
+
+def _notebook_checker(name: str):
+    """A function defined in the chapter's notebook, with the notebook's imports and helper functions."""
+    notebook = json.loads((ROOT / "notebooks" / "15_efficiency.ipynb").read_text())
+    namespace: dict = {}
+    for cell in notebook["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] != "code" or source.startswith(("#| default_exp", "#| export")):
+            continue
+        tree = ast.parse(source)
+        for node in tree.body:
+            if isinstance(node, ast.Import | ast.ImportFrom | ast.FunctionDef):
+                exec(compile(ast.Module([node], []), "15_efficiency.ipynb", "exec"), namespace)
+    return namespace[name]
+
+
+@pytest.fixture(scope="module")
+def check_cache_bytes():
+    return _notebook_checker("check_cache_bytes")
+
+
+def _right(num_layers, d_model, num_heads, num_kv_heads, bytes_per_number):
+    return num_layers * 2 * bytes_per_number * d_model * num_kv_heads / num_heads  # a float, in another order
+
+
+@pytest.mark.parametrize(
+    "answer, diagnosis",
+    [
+        (lambda n, d, h, kv, b: _right(n, d, h, kv, b) / 2, "keys AND values"),
+        (lambda n, d, h, kv, b: _right(n, d, h, h, b), "only num_kv_heads key/value heads are stored"),
+        (lambda n, d, h, kv, b: _right(1, d, h, kv, b), "every layer has its own cache"),
+        (lambda n, d, h, kv, b: _right(n, d, h, kv, b) * 8, "not bits"),
+        (lambda n, d, h, kv, b: _right(n, d, h, kv, 1), "multiply by bytes_per_number"),
+        (lambda n, d, h, kv, b: _right(n, d, h, kv, b) + 1, "2 (key and value) x num_kv_heads x d_head"),
+        (lambda n, d, h, kv, b: "a lot", "got 'a lot'"),
+    ],
+)
+def test_cache_checker_names_the_mistake(check_cache_bytes, capsys, answer, diagnosis):
+    check_cache_bytes(answer)
+    out = capsys.readouterr().out
+    assert diagnosis in out and "Correct" not in out
+
+
+def test_cache_checker_accepts_a_right_answer_and_waits_for_an_attempt(check_cache_bytes, capsys):
+    check_cache_bytes(_right)
+    assert capsys.readouterr().out.startswith("Correct")
+
+    def not_attempted(*args):
+        raise NotImplementedError
+
+    check_cache_bytes(not_attempted)
+    assert "Not attempted yet" in capsys.readouterr().out

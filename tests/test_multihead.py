@@ -506,3 +506,110 @@ def test_load_rejects_mismatched_modules():
         load_torch_multihead_attention(ours, nn.MultiheadAttention(D_MODEL, NUM_HEADS, add_bias_kv=True))
     with pytest.raises(TypeError, match="theirs must be a torch.nn.MultiheadAttention, got Linear"):
         load_torch_multihead_attention(ours, nn.Linear(D_MODEL, D_MODEL))
+
+
+# --- grouped-query and multi-query attention (num_kv_heads, chapter 15) -------------------------------------
+
+
+def _expanded_to_full(gqa: MultiHeadAttention) -> MultiHeadAttention:
+    """A full multi-head layer whose key/value heads repeat the grouped layer's, H // H_kv times each."""
+    full = MultiHeadAttention(gqa.d_model, gqa.num_heads)
+    group, d_head = gqa.num_heads // gqa.num_kv_heads, gqa.d_head
+    with torch.no_grad():
+        for name in ("q_proj", "out_proj"):
+            getattr(full, name).load_state_dict(getattr(gqa, name).state_dict())
+        for name in ("k_proj", "v_proj"):
+            weight = getattr(gqa, name).weight.reshape(gqa.num_kv_heads, d_head, gqa.d_model)
+            bias = getattr(gqa, name).bias.reshape(gqa.num_kv_heads, d_head)
+            getattr(full, name).weight.copy_(weight.repeat_interleave(group, dim=0).reshape(-1, gqa.d_model))
+            getattr(full, name).bias.copy_(bias.repeat_interleave(group, dim=0).reshape(-1))
+    return full
+
+
+def test_num_kv_heads_equal_to_num_heads_is_multi_head_attention():
+    torch.manual_seed(0)
+    default = MultiHeadAttention(D_MODEL, NUM_HEADS)
+    grouped = MultiHeadAttention(D_MODEL, NUM_HEADS, num_kv_heads=NUM_HEADS)
+    grouped.load_state_dict(default.state_dict())  # same parameter names and shapes
+    for kind in ("self", "cross"):
+        inputs = _inputs(kind)
+        for need_weights in (False, True):
+            ours, ours_weights = grouped(*inputs, need_weights=need_weights)
+            ref, ref_weights = default(*inputs, need_weights=need_weights)
+            torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+            if need_weights:
+                torch.testing.assert_close(ours_weights, ref_weights, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("num_kv_heads", [1, 2, 4])
+@pytest.mark.parametrize("kind, masks", [("self", "none"), ("self", "padding+causal"), ("cross", "padding")])
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_grouped_query_attention_equals_full_attention_with_repeated_key_value_heads(
+    num_kv_heads, kind, masks, need_weights
+):
+    torch.manual_seed(num_kv_heads)
+    gqa = MultiHeadAttention(D_MODEL, NUM_HEADS, num_kv_heads=num_kv_heads)
+    full = _expanded_to_full(gqa)
+    inputs = _inputs(kind)
+    padding, attn_mask = _masks(kind, masks)
+    options = {"key_padding_mask": padding, "attn_mask": attn_mask, "need_weights": need_weights}
+    ours, ours_weights = gqa(*inputs, **options)
+    ref, ref_weights = full(*inputs, **options)
+    torch.testing.assert_close(ours, ref)
+    if need_weights:
+        torch.testing.assert_close(ours_weights, ref_weights)
+
+
+@pytest.mark.parametrize("num_kv_heads", [1, 2])
+def test_grouped_query_attention_matches_pytorchs_enable_gqa(num_kv_heads):
+    torch.manual_seed(0)
+    layer = MultiHeadAttention(D_MODEL, NUM_HEADS, num_kv_heads=num_kv_heads)
+    x = torch.randn(B, T, D_MODEL)
+    q = split_heads(layer.q_proj(x), NUM_HEADS)  # (B, H, T, d_head)
+    k, v = (split_heads(p(x), num_kv_heads) for p in (layer.k_proj, layer.v_proj))  # (B, H_kv, T, d_head)
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # (B, H, T, d_head)
+    out, _ = layer(x, x, x, attn_mask=causal_mask(T))
+    torch.testing.assert_close(out, layer.out_proj(merge_heads(expected)))
+
+
+@pytest.mark.parametrize("num_kv_heads", [1, 2, 4])
+def test_grouped_query_cache_holds_num_kv_heads_and_equals_full_decoding(num_kv_heads):
+    torch.manual_seed(0)
+    layer = MultiHeadAttention(D_MODEL, NUM_HEADS, num_kv_heads=num_kv_heads)
+    x = torch.randn(B, T, D_MODEL)
+    full, _ = layer(x, x, x, attn_mask=causal_mask(T))
+    cache, steps = KVCache(), []
+    for t in range(T):
+        token = x[:, t : t + 1]
+        steps.append(layer(token, token, token, cache=cache)[0])
+        assert cache.key.shape == cache.value.shape == (B, num_kv_heads, t + 1, D_MODEL // NUM_HEADS)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full)
+
+
+@pytest.mark.parametrize("num_kv_heads", [1, 2, 4])
+def test_grouped_query_parameter_count(num_kv_heads):
+    layer = MultiHeadAttention(D_MODEL, NUM_HEADS, num_kv_heads=num_kv_heads)
+    d_kv = num_kv_heads * D_MODEL // NUM_HEADS
+    expected = 2 * (D_MODEL * D_MODEL + D_MODEL) + 2 * (D_MODEL * d_kv + d_kv)  # q, out; k, v
+    assert sum(p.numel() for p in layer.parameters()) == expected
+    assert layer.num_kv_heads == num_kv_heads
+
+
+@pytest.mark.parametrize("num_kv_heads", [0, 3, 8, 2.0, True])
+def test_bad_num_kv_heads_is_rejected(num_kv_heads):
+    with pytest.raises(ValueError, match=r"num_kv_heads \(.*\) must divide num_heads \(4\).*\[1, 2, 4\]"):
+        MultiHeadAttention(D_MODEL, NUM_HEADS, num_kv_heads=num_kv_heads)
+
+
+def test_grouped_cache_of_wrong_shape_is_rejected():
+    layer = MultiHeadAttention(D_MODEL, NUM_HEADS, num_kv_heads=2)
+    x = torch.randn(B, 1, D_MODEL)
+    cache = KVCache(key=torch.randn(B, NUM_HEADS, 3, 4), value=torch.randn(B, NUM_HEADS, 3, 4))
+    with pytest.raises(ValueError, match=r"cache.key must be \(B, num_kv_heads, S, d_head\).*\(3, 2, 4\)"):
+        layer(x, x, x, cache=cache)
+
+
+def test_loading_pytorch_weights_into_grouped_attention_is_rejected():
+    theirs = nn.MultiheadAttention(D_MODEL, NUM_HEADS, batch_first=True)
+    with pytest.raises(ValueError, match=r"num_kv_heads=2 < num_heads=4"):
+        load_torch_multihead_attention(MultiHeadAttention(D_MODEL, NUM_HEADS, num_kv_heads=2), theirs)

@@ -178,6 +178,16 @@ from transformer_lib.classification import (
     predict_proba,
     stratified_split,
     train_classifier,
+# Chapter 15. Efficiency and scale
+from transformer_lib.distributed import (
+    DistributedContext,
+    DistributedResult,
+    DistributedTrainConfig,
+    cleanup_distributed,
+    init_distributed,
+    select_device,
+    train_distributed,
+    train_from_command_line,
 )
 
 __all__ = [
@@ -321,4 +331,13 @@ __all__ = [
     "bag_of_words",
     "fit_logistic_regression",
     "attention_rollout",
+    # Chapter 15. Efficiency and scale
+    "select_device",
+    "DistributedContext",
+    "init_distributed",
+    "cleanup_distributed",
+    "DistributedTrainConfig",
+    "DistributedResult",
+    "train_distributed",
+    "train_from_command_line",
 ]

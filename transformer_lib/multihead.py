@@ -112,7 +112,8 @@ class KVCache:
 
 
 def _check_inputs(
-    d_model: int, num_heads: int, query: Tensor, key: Tensor, value: Tensor, cache: KVCache | None
+    d_model: int, num_heads: int, query: Tensor, key: Tensor, value: Tensor, cache: KVCache | None,
+    num_kv_heads: int | None = None,
 ) -> None:
     """Raise a clear error, naming the shapes, for inputs MultiHeadAttention cannot use."""
     projects_key_value = cache is None or not cache.static or cache.key is None
@@ -141,12 +142,14 @@ def _check_inputs(
             f"value {tuple(value.shape)}."
         )
     if cache is not None and cache.key is not None:
-        expected = (query.shape[0], num_heads, d_model // num_heads)  # (B, H, d_head)
+        kv_heads = num_heads if num_kv_heads is None else num_kv_heads  # cached heads (fewer with GQA)
+        heads = "num_heads" if kv_heads == num_heads else "num_kv_heads"
+        expected = (query.shape[0], kv_heads, d_model // num_heads)  # (B, H_kv, d_head)
         for name, x in (("key", cache.key), ("value", cache.value)):
             if not isinstance(x, Tensor) or x.dim() != 4 or (x.shape[0], x.shape[1], x.shape[3]) != expected:
                 got = tuple(x.shape) if isinstance(x, Tensor) else x
                 raise ValueError(
-                    f"cache.{name} must be (B, num_heads, S, d_head) with (B, num_heads, d_head) = "
+                    f"cache.{name} must be (B, {heads}, S, d_head) with (B, {heads}, d_head) = "
                     f"{expected}, got {got}."
                 )
 
@@ -159,9 +162,15 @@ class MultiHeadAttention(nn.Module):
         num_heads: number of heads; must divide d_model (each head works in d_head = d_model // num_heads).
         dropout: dropout probability on the attention weights, in training mode only.
         bias: whether the four projections have a bias.
+        num_kv_heads: heads of keys and values, num_heads when None. Fewer (a divisor of num_heads) gives
+            grouped-query attention, 1 multi-query attention: each key/value head serves a group of
+            num_heads // num_kv_heads query heads, and the key/value cache shrinks by that factor.
     """
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True) -> None:
+    def __init__(
+        self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+        num_kv_heads: int | None = None,
+    ) -> None:
         super().__init__()
         if num_heads < 1 or d_model < 1 or d_model % num_heads != 0:
             # Suggest the divisors up to 64: enough to pick from, short enough to read.
@@ -173,10 +182,20 @@ class MultiHeadAttention(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
         self.d_model, self.num_heads, self.d_head = d_model, num_heads, d_model // num_heads
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if isinstance(num_kv_heads, bool) or not isinstance(num_kv_heads, int) or num_kv_heads < 1 \
+                or num_heads % num_kv_heads != 0:
+            divisors = [h for h in range(1, num_heads + 1) if num_heads % h == 0]
+            raise ValueError(
+                f"num_kv_heads ({num_kv_heads!r}) must divide num_heads ({num_heads}): each key/value head "
+                f"serves an equal group of query heads. num_kv_heads that divide num_heads: {divisors}."
+            )
+        self.num_kv_heads = num_kv_heads
+        d_kv = num_kv_heads * self.d_head  # width of the keys and values: d_model unless grouped
         self.dropout = dropout
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)  # W_q: all heads' query projections side by side
-        self.k_proj = nn.Linear(d_model, d_model, bias=bias)  # W_k
-        self.v_proj = nn.Linear(d_model, d_model, bias=bias)  # W_v
+        self.k_proj = nn.Linear(d_model, d_kv, bias=bias)  # W_k
+        self.v_proj = nn.Linear(d_model, d_kv, bias=bias)  # W_v
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # W_o: mixes the concatenated heads
 
     def forward(
@@ -200,8 +219,11 @@ class MultiHeadAttention(nn.Module):
             cache: a KVCache to read and update. With a self-attention cache the masks cover all S keys:
                 the cached ones followed by this call's.
         """
-        _check_inputs(self.d_model, self.num_heads, query, key, value, cache)
-        q, k, v = self._project(query, key, value, cache)  # (B, H, T, d_head), (B, H, S, d_head) twice
+        _check_inputs(self.d_model, self.num_heads, query, key, value, cache, self.num_kv_heads)
+        q, k, v = self._project(query, key, value, cache)  # (B, H, T, d_head), (B, H_kv, S, d_head) twice
+        if self.num_kv_heads != self.num_heads:  # grouped-query: each key/value head serves a query group
+            group = self.num_heads // self.num_kv_heads
+            k, v = (t.repeat_interleave(group, dim=1) for t in (k, v))  # (B, H, S, d_head) each
         B, H, T, _ = q.shape  # batch, heads, queries, head features
         mask = _merge_masks(key_padding_mask, attn_mask, (B, H, T, k.shape[-2]))  # broadcasts to (B, H, T, S)
         dropout_p = self.dropout if self.training else 0.0
@@ -220,16 +242,18 @@ class MultiHeadAttention(nn.Module):
             return q, cache.key, cache.value  # cross-attention: the memory was projected on the first call
         if query is key and key is value:  # self-attention: one matrix product with W_q, W_k, W_v stacked
             projections = (self.q_proj, self.k_proj, self.v_proj)
-            weight = torch.cat([p.weight for p in projections])  # (3 * d_model, d_model)
+            weight = torch.cat([p.weight for p in projections])  # (d_model + 2 * d_kv, d_model)
             bias = None if self.q_proj.bias is None else torch.cat([p.bias for p in projections])
-            q, k, v = F.linear(query, weight, bias).chunk(3, dim=-1)  # (B, T, d_model) each
+            d_kv = self.k_proj.out_features  # d_model, or less with grouped-query attention
+            q, k, v = F.linear(query, weight, bias).split([self.d_model, d_kv, d_kv], dim=-1)  # (B, T, ...)
         else:
             q, k, v = self.q_proj(query), self.k_proj(key), self.v_proj(value)  # (B, T or S, d_model)
-        q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))  # (B, H, T or S_new, d_head)
+        q = split_heads(q, self.num_heads)  # (B, H, T, d_head)
+        k, v = (split_heads(t, self.num_kv_heads) for t in (k, v))  # (B, H_kv, S_new, d_head) each
         if cache is not None:
             if not cache.static and cache.key is not None:
-                k = torch.cat([cache.key, k], dim=2)  # (B, H, S_cached + S_new, d_head)
-                v = torch.cat([cache.value, v], dim=2)  # (B, H, S_cached + S_new, d_head)
+                k = torch.cat([cache.key, k], dim=2)  # (B, H_kv, S_cached + S_new, d_head)
+                v = torch.cat([cache.value, v], dim=2)  # (B, H_kv, S_cached + S_new, d_head)
             cache.key, cache.value = k, v
         return q, k, v
 
@@ -246,6 +270,11 @@ def load_torch_multihead_attention(ours: MultiHeadAttention, theirs: nn.Multihea
         raise ValueError(
             f"theirs has embed_dim={theirs.embed_dim}, num_heads={theirs.num_heads}; ours has "
             f"d_model={ours.d_model}, num_heads={ours.num_heads}."
+        )
+    if ours.num_kv_heads != ours.num_heads:
+        raise ValueError(
+            f"ours has num_kv_heads={ours.num_kv_heads} < num_heads={ours.num_heads} (grouped-query "
+            "attention); nn.MultiheadAttention has one key/value head per query head."
         )
     if not theirs._qkv_same_embed_dim or theirs.bias_k is not None or theirs.add_zero_attn:
         raise ValueError("theirs uses kdim/vdim, add_bias_kv or add_zero_attn; MultiHeadAttention has none.")

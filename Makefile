@@ -18,7 +18,7 @@ ifneq ($(wildcard $(SHARED_DATA)/README.md),)
 export TRANSFORMER_COURSE_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: help venv book test lint unit lib nb lab serve bench translate clean
+.PHONY: help venv book test lint unit lib nb lab serve bench translate distributed clean
 
 help:
 	@sed -n '2,4p' Makefile
@@ -70,6 +70,16 @@ bench: $(STAMP)
 # Chapter 12's full run: 5 minutes of training on 2 threads, then test BLEU (benchmarks/results/translation.json).
 translate: $(STAMP)
 	$(BIN)/python tools/translate.py --minutes 5 --threads 2
+
+# Chapter 15: data-parallel training end to end, two processes on this machine (torchrun, gloo on the CPU),
+# rendezvous on 127.0.0.1 with a port the system picks; rank 0 logs and writes the checkpoint (a fresh run).
+DIST_DIR := _build/distributed
+distributed: $(STAMP)
+	mkdir -p $(DIST_DIR) && rm -f $(DIST_DIR)/reverse.pt
+	$(if $(filter Linux,$(shell uname -s)),GLOO_SOCKET_IFNAME=lo) $(BIN)/torchrun --nnodes 1 \
+	  --nproc-per-node 2 --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:0 --local-addr 127.0.0.1 \
+	  -m transformer_lib.distributed --task reverse --steps 500 --batch-size 128 --lr 2e-3 \
+	  --log-every 100 --checkpoint $(DIST_DIR)/reverse.pt --report $(DIST_DIR)/report.json
 
 clean:
 	rm -rf _build

@@ -117,8 +117,8 @@ from transformer_lib.generation import (
 )
 # Chapter 11. Real data
 from transformer_lib.data import (
-    DATA_ENV,
     DATASETS,
+    DATA_ENV,
     MULTI30K_SPLITS,
     DatasetInfo,
     RemoteFile,
@@ -133,6 +133,7 @@ from transformer_lib.data import (
 # Chapter 12. Machine translation
 from transformer_lib.translation import (
     BleuScore,
+    Pairs,
     TokenBatches,
     TranslationHistory,
     brevity_penalty,
@@ -149,6 +150,7 @@ from transformer_lib.translation import (
     tokenize_13a,
     train_translation,
     translate,
+)
 # Chapter 13. Language modeling
 from transformer_lib.language_model import (
     GPT,
@@ -161,6 +163,7 @@ from transformer_lib.language_model import (
     make_optimizer,
     next_token_batch,
     train_language_model,
+)
 # Chapter 14. Text classification
 from transformer_lib.classification import (
     POOLINGS,
@@ -178,6 +181,7 @@ from transformer_lib.classification import (
     predict_proba,
     stratified_split,
     train_classifier,
+)
 # Chapter 15. Efficiency and scale
 from transformer_lib.distributed import (
     DistributedContext,
@@ -292,6 +296,7 @@ __all__ = [
     "encode_tokens",
     "decode_ids",
     "encode_pairs",
+    "Pairs",
     "length_grouped_batches",
     "padding_fraction",
     "TokenBatches",

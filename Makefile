@@ -73,10 +73,13 @@ translate: $(STAMP)
 
 # Chapter 15: data-parallel training end to end, two processes on this machine (torchrun, gloo on the CPU),
 # rendezvous on 127.0.0.1 with a port the system picks; rank 0 logs and writes the checkpoint (a fresh run).
+# `-m transformer_lib.distributed` runs a module that the package's __init__ has already imported, and runpy
+# warns about it; harmless here (the program uses only its own definitions), so that one warning is silenced.
 DIST_DIR := _build/distributed
 distributed: $(STAMP)
 	mkdir -p $(DIST_DIR) && rm -f $(DIST_DIR)/reverse.pt
-	$(if $(filter Linux,$(shell uname -s)),GLOO_SOCKET_IFNAME=lo) $(BIN)/torchrun --nnodes 1 \
+	$(if $(filter Linux,$(shell uname -s)),GLOO_SOCKET_IFNAME=lo) PYTHONWARNINGS=ignore::RuntimeWarning:runpy \
+	  $(BIN)/torchrun --nnodes 1 \
 	  --nproc-per-node 2 --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:0 --local-addr 127.0.0.1 \
 	  -m transformer_lib.distributed --task reverse --steps 500 --batch-size 128 --lr 2e-3 \
 	  --log-every 100 --checkpoint $(DIST_DIR)/reverse.pt --report $(DIST_DIR)/report.json

@@ -209,10 +209,10 @@ __all__ = [
     "length_penalty",
     "beam_search",
     # Chapter 11. Real data
-    "DATA_ENV",
     "RemoteFile",
     "DatasetInfo",
     "DATASETS",
+    "DATA_ENV",
     "data_dir",
     "sha256_of",
     "download",

@@ -45,7 +45,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check transformer_lib tests tools benchmarks
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests --ignore=tests/browser -p no:nbval
+	$(BIN)/python -m pytest tests --ignore=tests/browser -o addopts="-n 2"
 
 lib: $(STAMP)
 	$(BIN)/python tools/export.py

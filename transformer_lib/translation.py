@@ -7,7 +7,6 @@ __all__ = [
     "encode_tokens",
     "decode_ids",
     "encode_pairs",
-    "Pairs",
     "length_grouped_batches",
     "padding_fraction",
     "TokenBatches",
@@ -124,16 +123,16 @@ def encode_pairs(
     return encoded
 
 
-Pairs = Sequence[tuple[Sequence[int], Sequence[int]]]  # (source ids, target ids) pairs
+_Pairs = Sequence[tuple[Sequence[int], Sequence[int]]]  # (source ids, target ids) pairs
 
 
-def _padded_size(pairs: Pairs, indices: Sequence[int]) -> int:
+def _padded_size(pairs: _Pairs, indices: Sequence[int]) -> int:
     """Padded positions of a batch's larger side: B times the longest source or target + 1."""
     longest = max(max(len(pairs[i][0]), len(pairs[i][1]) + 1) for i in indices)  # +1: <eos>
     return len(indices) * longest
 
 
-def length_grouped_batches(pairs: Pairs, max_tokens: int, seed: int | None = 0) -> list[list[int]]:
+def length_grouped_batches(pairs: _Pairs, max_tokens: int, seed: int | None = 0) -> list[list[int]]:
     """Indices of `pairs` cut into batches of similar lengths, each within a budget of max_tokens.
 
     Pairs are sorted by source length, then target length (ties in a random order drawn from
@@ -189,7 +188,7 @@ class TokenBatches:
 
     def __init__(
         self,
-        pairs: Pairs,
+        pairs: _Pairs,
         max_tokens: int,
         seed: int = 0,
         pad_id: int = 0,
@@ -371,7 +370,7 @@ def train_translation(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     train_batches: TokenBatches,
-    valid_pairs: Pairs,
+    valid_pairs: _Pairs,
     valid_references: Sequence[str],
     tgt_vocab: Vocabulary,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,

@@ -133,7 +133,6 @@ from transformer_lib.data import (
 # Chapter 12. Machine translation
 from transformer_lib.translation import (
     BleuScore,
-    Pairs,
     TokenBatches,
     TranslationHistory,
     brevity_penalty,
@@ -296,7 +295,6 @@ __all__ = [
     "encode_tokens",
     "decode_ids",
     "encode_pairs",
-    "Pairs",
     "length_grouped_batches",
     "padding_fraction",
     "TokenBatches",

@@ -1,0 +1,257 @@
+"""Move the tooling markers of the course's notebooks out of the code and into cell tags and metadata.
+
+Readers of the book and learners in JupyterLab should see code, not instructions to tools. This script
+rewrites a notebook so that:
+
+- `#| default_exp <module>` becomes the notebook metadata `{"transformer_lib": {"module": "<module>"}}`;
+- a first line `#| export` becomes the cell tag `export` (`tools/export.py` reads both forms);
+- a line `# NBVAL_IGNORE_OUTPUT` (or another nbval marker) becomes nbval's tag (`nbval-ignore-output`, ...);
+- the Colab install cell (`%pip install` of the course library) gets the tag `remove-cell`, so the book leaves
+  it out while Colab and JupyterLab still run it;
+- a checker cell (tag `hide-input`: it holds reference answers) is also collapsed in JupyterLab
+  (`metadata.jupyter.source_hidden`), like the solution cells;
+- a code cell with a line longer than `LINE_LIMIT` characters is reflowed: long string literals inside
+  brackets are split into adjacent literals (Python joins them back, so the value is the same), and if a line
+  is still too long the cell is formatted with `ruff format --line-length LINE_LIMIT`.
+
+It changes nothing else (no re-execution: outputs are untouched) and is idempotent: a second run changes
+nothing.
+`tests/test_notebook_format.py` fails while a notebook is not in this form.
+
+    python tools/notebook_tags.py                 # rewrite every notebook in notebooks/
+    python tools/notebook_tags.py PATH ...        # rewrite the given notebooks
+    python tools/notebook_tags.py --check [PATH]  # exit 1 and name each notebook the script would change
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import re
+import subprocess
+import sys
+import tokenize
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+METADATA_KEY = "transformer_lib"
+EXPORT_TAG = "export"
+INSTALL_TAG = "remove-cell"
+CHECKER_TAG = "hide-input"
+DEFAULT_EXP = re.compile(r"^#\|\s*default_exp\s+(\S+)\s*$")
+EXPORT = re.compile(r"^#\|\s*export\s*$")
+# nbval's comment markers and the cell tags it reads for them (nbval/plugin.py: metadata_tags).
+NBVAL_TAGS = {
+    "NBVAL_IGNORE_OUTPUT": "nbval-ignore-output",
+    "NBVAL_CHECK_OUTPUT": "nbval-check-output",
+    "NBVAL_RAISES_EXCEPTION": "raises-exception",
+    "NBVAL_SKIP": "nbval-skip",
+}
+# The longest code line: ruff's line-length for the library (pyproject.toml), what the book shows at 1366 px.
+LINE_LIMIT = 110
+NBVAL_MARKER = re.compile(r"^#\s*(" + "|".join(NBVAL_TAGS) + r")\s*$")
+
+
+def cell_source(cell: dict) -> str:
+    source = cell["source"]
+    return source if isinstance(source, str) else "".join(source)
+
+
+def _set_source(cell: dict, text: str) -> None:
+    """Store text the way nbformat writes it: a list of lines, each but the last ending in a newline."""
+    lines = text.splitlines(keepends=True)
+    cell["source"] = lines if isinstance(cell["source"], list) else text
+
+
+def _add_tag(cell: dict, tag: str) -> None:
+    tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+    if tag not in tags:
+        tags.append(tag)
+
+
+def is_install_cell(source: str) -> bool:
+    """The Colab install cell: it installs the course library with %pip when the import fails."""
+    return "%pip install" in source and "transformer_lib" in source
+
+
+def _too_long(source: str, limit: int) -> bool:
+    return any(len(line) > limit for line in source.splitlines())
+
+
+def _string_tokens(source: str) -> list[tuple[tuple[int, int], tuple[int, int], int]]:
+    """(start, end, bracket depth) of each string literal, f-strings included on every Python version."""
+    found, depth, fstring_start, nested = [], 0, None, 0
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        name = tokenize.tok_name[token.type]
+        if name == "FSTRING_START":
+            if nested == 0:
+                fstring_start = token.start
+            nested += 1
+        elif name == "FSTRING_END":
+            nested -= 1
+            if nested == 0:
+                found.append((fstring_start, token.end, depth))
+        elif nested:
+            continue
+        elif token.type == tokenize.STRING:
+            found.append((token.start, token.end, depth))
+        elif token.type == tokenize.OP and token.string in "([{":
+            depth += 1
+        elif token.type == tokenize.OP and token.string in ")]}":
+            depth -= 1
+    return found
+
+
+def _split_point(literal: str, room: int) -> int | None:
+    """Where to cut a one-line string literal so that its first part, closed, is at most `room` characters.
+
+    Returns the index in `literal` just after a space, outside any f-string replacement field, or None.
+    """
+    match = re.match(r"([rRbBuUfF]*)(['\"])", literal)
+    if match is None or literal[match.end():match.end() + 2] == match.group(2) * 2:
+        return None  # not a plain one-line literal (a triple-quoted string, for instance)
+    prefix_end, quote = match.end(), match.group(2)
+    is_f = "f" in match.group(1).lower()
+    best, braces, index = None, 0, prefix_end
+    while index < len(literal) - 1:
+        char = literal[index]
+        if char == "\\":
+            index += 2
+            continue
+        if is_f and char in "{}":
+            if literal[index:index + 2] in ("{{", "}}"):
+                index += 2
+                continue
+            braces += 1 if char == "{" else -1
+        elif char == " " and braces == 0 and index + 1 < len(literal) - 1:
+            if index + 1 + len(quote) <= room and index + 1 > prefix_end + 1:
+                best = index + 1
+        index += 1
+    return best
+
+
+def _split_long_strings(source: str, limit: int) -> str:
+    """Split string literals that run past the limit into adjacent literals, while one can be split."""
+    for _ in range(200):
+        lines = source.split("\n")
+        try:
+            strings = _string_tokens(source)
+        except (tokenize.TokenError, SyntaxError, IndentationError):
+            return source
+        for (row, col), (end_row, end_col), depth in strings:
+            line = lines[row - 1]
+            if row != end_row or depth == 0 or len(line) <= limit or end_col <= limit:
+                continue
+            literal = line[col:end_col]
+            cut = _split_point(literal, limit - col)
+            if cut is None:
+                continue
+            prefix, quote = re.match(r"([rRbBuUfF]*)(['\"])", literal).groups()
+            first = literal[:cut] + quote
+            second = prefix + quote + literal[cut:]
+            lines[row - 1] = line[:col] + first + "\n" + " " * col + second + line[end_col:]
+            source = "\n".join(lines)
+            break
+        else:
+            return source
+    return source
+
+
+def _ruff_format(source: str, limit: int) -> str:
+    """The source formatted by ruff at the given line length (unchanged if ruff is missing or fails)."""
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", "format", "--isolated", "--line-length", str(limit),
+             "--stdin-filename", "cell.py", "-"],
+            input=source, capture_output=True, text=True, check=False,
+        )
+    except OSError:
+        return source
+    if result.returncode != 0:
+        return source
+    formatted = result.stdout
+    return formatted if source.endswith("\n") else formatted.rstrip("\n")
+
+
+def reflow(source: str, limit: int = LINE_LIMIT) -> str:
+    """A code cell's source with no line over `limit` characters where that can be done without changing it.
+
+    Cells with IPython magics or shell lines are left alone; so is a cell whose lines all fit.
+    """
+    has_magic = any(line.lstrip().startswith(("%", "!")) for line in source.splitlines())
+    if has_magic or not _too_long(source, limit):
+        return source
+    source = _split_long_strings(source, limit)
+    if _too_long(source, limit):
+        source = _split_long_strings(_ruff_format(source, limit), limit)
+    return source
+
+
+def transform(notebook: dict) -> dict:
+    """The notebook with its markers in tags and metadata, and its long lines reflowed (a new dict)."""
+    notebook = copy.deepcopy(notebook)
+    for cell in notebook["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        kept = []
+        first_code_line = True
+        for line in cell_source(cell).splitlines():
+            stripped = line.strip()
+            if match := DEFAULT_EXP.match(stripped):
+                notebook.setdefault("metadata", {})[METADATA_KEY] = {"module": match.group(1)}
+                continue
+            if match := NBVAL_MARKER.match(stripped):
+                _add_tag(cell, NBVAL_TAGS[match.group(1)])
+                continue
+            if first_code_line and EXPORT.match(stripped):
+                _add_tag(cell, EXPORT_TAG)
+                continue
+            if stripped:
+                first_code_line = False
+            kept.append(line)
+        while kept and not kept[0].strip():
+            kept.pop(0)
+        text = reflow("\n".join(kept))
+        if text != cell_source(cell):
+            _set_source(cell, text)
+        if is_install_cell(text):
+            _add_tag(cell, INSTALL_TAG)
+        if CHECKER_TAG in cell.get("metadata", {}).get("tags", []):
+            cell["metadata"].setdefault("jupyter", {})["source_hidden"] = True
+    return notebook
+
+
+def dumps(notebook: dict) -> str:
+    """JSON as nbformat writes it (one-space indent, non-ASCII kept, final newline)."""
+    return json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="*", type=Path, help="notebooks (default: notebooks/*.ipynb)")
+    parser.add_argument("--check", action="store_true", help="only report, write nothing")
+    args = parser.parse_args(argv)
+    paths = args.paths or sorted(NOTEBOOKS.glob("*.ipynb"))
+    stale = []
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        new = dumps(transform(json.loads(text)))
+        if new == text:
+            continue
+        if args.check:
+            stale.append(str(path))
+        else:
+            path.write_text(new, encoding="utf-8")
+            print(f"rewrote {path}")
+    if stale:
+        print("Tooling markers in the code of: " + ", ".join(stale)
+              + "\nRun `python tools/notebook_tags.py` to move them into cell tags and metadata.")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

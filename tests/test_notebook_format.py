@@ -49,16 +49,24 @@ OLD_STYLE = {
         _code("#| export\nimport math\n\n\ndef area(r: float) -> float:\n    return math.pi * r**2"),
         _code("# NBVAL_IGNORE_OUTPUT\nprint(area(1.0))"),
         _code("def _check(f):\n    assert f(1.0) == area(1.0)", tags=["hide-input"]),
+        _markdown(
+            "As chapter 2 showed, and chapters 2 and 3 use (see `chapter 2` and $chapter 2$), exercise 2\n"
+            "needs [chapter 3](03_x.ipynb); chapter 12 does not exist yet; exercise 7 neither."
+        ),
+        _markdown("```{exercise} First\n:label: ex-demo-first\n\nAs in chapter 3.\n```"),
+        _markdown("```{exercise} Second\n:label: ex-demo-second\n\nText.\n```"),
+        _markdown("```python\n# chapter 2 in code is left alone\n```\n## Chapter 2 in a heading too"),
     ],
 }
+FILES = {2: "02_attention.ipynb", 3: "03_x.ipynb", 11: "11_demo.ipynb"}
 
 
 def test_transform_moves_every_marker_out_of_the_code():
-    new = notebook_tags.transform(OLD_STYLE)
-    sources = ["".join(c["source"]) for c in new["cells"]]
+    new = notebook_tags.transform(OLD_STYLE, FILES, 11)
+    sources = ["".join(c["source"]) for c in new["cells"] if c["cell_type"] == "code"]
     assert not any("#|" in s or "NBVAL" in s for s in sources), sources
     assert new["metadata"]["transformer_lib"] == {"module": "demo"}
-    install, setup, exported, noisy, checker = new["cells"][1:]
+    install, setup, exported, noisy, checker = new["cells"][1:6]
     assert install["metadata"]["tags"] == ["remove-cell"]
     assert "".join(install["source"]).startswith("# On Colab")
     assert "tags" not in setup["metadata"]
@@ -69,21 +77,41 @@ def test_transform_moves_every_marker_out_of_the_code():
     assert OLD_STYLE["cells"][3]["source"][0] == "#| export\n", "transform must not change its argument"
 
 
+def test_transform_links_chapters_and_refers_to_exercises_by_label():
+    cells = notebook_tags.transform(OLD_STYLE, FILES, 11)["cells"][6:]
+    prose, first, _, code = ["".join(c["source"]) for c in cells]
+    assert prose == (
+        "As [chapter 2](02_attention.ipynb) showed, and chapters [2](02_attention.ipynb) and [3](03_x.ipynb) "
+        "use "
+        "(see `chapter 2` and $chapter 2$), {numref}`ex-demo-second`\n"
+        "needs [chapter 3](03_x.ipynb); chapter 12 does not exist yet; exercise 7 neither."
+    )
+    assert "As in [chapter 3](03_x.ipynb)." in first
+    assert code == "```python\n# chapter 2 in code is left alone\n```\n## Chapter 2 in a heading too"
+
+
+def test_pages_link_chapters_to_the_notebooks_folder():
+    text = "Chapter 3 builds on chapter 2.\n"
+    assert notebook_tags.link_chapters(text, FILES, folder="../notebooks/") == (
+        "[Chapter 3](../notebooks/03_x.ipynb) builds on [chapter 2](../notebooks/02_attention.ipynb).\n"
+    )
+
+
 def test_transform_is_idempotent():
-    once = notebook_tags.transform(OLD_STYLE)
-    assert notebook_tags.transform(once) == once
+    once = notebook_tags.transform(OLD_STYLE, FILES, 11)
+    assert notebook_tags.transform(once, FILES, 11) == once
 
 
 def test_nbval_reads_the_tags_as_it_read_the_comments():
     old = OLD_STYLE["cells"][4]
-    new = notebook_tags.transform(OLD_STYLE)["cells"][4]
+    new = notebook_tags.transform(OLD_STYLE, FILES, 11)["cells"][4]
     assert list(find_metadata_tags(new["metadata"])) == list(find_comment_markers("".join(old["source"])))
     assert list(find_metadata_tags(new["metadata"])) == [("check", False)]
 
 
 @pytest.mark.parametrize("form", ["old", "new"])
 def test_exporter_writes_the_same_module_from_either_form(tmp_path, form):
-    notebook = OLD_STYLE if form == "old" else notebook_tags.transform(OLD_STYLE)
+    notebook = OLD_STYLE if form == "old" else notebook_tags.transform(OLD_STYLE, FILES, 11)
     path = tmp_path / "11_demo.ipynb"
     path.write_text(json.dumps(notebook))
     module, source = export.render(path)
@@ -128,7 +156,8 @@ def test_reflow_leaves_magics_and_short_cells_alone():
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_is_in_the_tagged_form(notebook):
     content = json.loads(notebook.read_text(encoding="utf-8"))
-    assert notebook_tags.transform(content) == content, (
+    number = int(notebook.name.split("_")[0]) if notebook.name[0].isdigit() else None
+    assert notebook_tags.transform(content, this=number) == content, (
         f"{notebook.name} has tooling markers in its code or lines to reflow: "
         "run `python tools/notebook_tags.py`"
     )
@@ -145,3 +174,37 @@ def test_notebook_code_lines_fit_the_page(notebook):
         if len(line) > LINE_LIMIT
     ]
     assert not long_lines, f"{notebook.name}: lines over {LINE_LIMIT} characters:\n" + "\n".join(long_lines)
+
+
+@pytest.mark.parametrize("page", sorted((ROOT / "book").glob("*.md")), ids=lambda p: p.name)
+def test_book_pages_link_their_chapters(page):
+    text = page.read_text(encoding="utf-8")
+    assert notebook_tags.link_chapters(text, notebook_tags.chapter_files(), folder="../notebooks/") == text, (
+        f"{page.name} names a chapter without linking it: run `python tools/notebook_tags.py`"
+    )
+
+
+def test_solution_keeps_its_hands_off_the_learners_attempt():
+    notebook = {
+        "nbformat": 4, "nbformat_minor": 5, "metadata": {},
+        "cells": [
+            _markdown("```{exercise} Double\n:label: ex-demo-double\n\nWrite `my_double`.\n```"),
+            _code("def my_double(x):\n    raise NotImplementedError"),
+            _code("def check_double(f):\n    return f(2) == 4", tags=["hide-input"]),
+            _markdown("```{solution-start} ex-demo-double\n:class: dropdown\n```"),
+            _code("def my_double(x):\n    return 2 * x  # my_double stays in comments\n\n\n"
+                  "check_double(my_double)"),
+            _markdown("```{solution-end}\n```"),
+        ],
+    }
+    solution = "".join(notebook_tags.transform(notebook, FILES, 11)["cells"][4]["source"])
+    assert solution == (
+        "def solution_double(x):\n    return 2 * x  # my_double stays in comments\n\n\n"
+        "check_double(solution_double)"
+    )
+    scope = {}
+    for cell in notebook["cells"][1:3]:
+        exec("".join(cell["source"]), scope)  # noqa: S102
+    exec(solution, scope)  # noqa: S102  (what "Run All" does)
+    with pytest.raises(NotImplementedError):
+        scope["my_double"](1)  # the learner's attempt is still the one in the kernel

@@ -10,6 +10,12 @@ rewrites a notebook so that:
   it out while Colab and JupyterLab still run it;
 - a checker cell (tag `hide-input`: it holds reference answers) is also collapsed in JupyterLab
   (`metadata.jupyter.source_hidden`), like the solution cells;
+- in the prose, "chapter N" becomes a link to chapter N's notebook (and "chapters N and M" links each number),
+  and "exercise N" becomes a reference by label to the chapter's N-th exercise ({numref}`ex-...`), which the
+  book numbers per chapter (book/_ext/course_pages.py), so the number in the text cannot drift;
+- a solution's code does not take the name of the learner's attempt: a name that both the exercise's code
+  cells and the solution's define is renamed in the solution (`my_top_p` -> `solution_top_p`, other names
+  get a `_solution` suffix), so "Run All" leaves the learner's function in place;
 - a code cell with a line longer than `LINE_LIMIT` characters is reflowed: long string literals inside
   brackets are split into adjacent literals (Python joins them back, so the value is the same), and if a line
   is still too long the cell is formatted with `ruff format --line-length LINE_LIMIT`.
@@ -21,11 +27,14 @@ nothing.
     python tools/notebook_tags.py                 # rewrite every notebook in notebooks/
     python tools/notebook_tags.py PATH ...        # rewrite the given notebooks
     python tools/notebook_tags.py --check [PATH]  # exit 1 and name each notebook the script would change
+
+Without paths it also links "chapter N" in the book's own pages (book/*.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import io
 import json
@@ -37,6 +46,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
+PAGES = ROOT / "book"
 METADATA_KEY = "transformer_lib"
 EXPORT_TAG = "export"
 INSTALL_TAG = "remove-cell"
@@ -75,6 +85,154 @@ def _add_tag(cell: dict, tag: str) -> None:
 def is_install_cell(source: str) -> bool:
     """The Colab install cell: it installs the course library with %pip when the import fails."""
     return "%pip install" in source and "transformer_lib" in source
+
+
+CHAPTER_FILE = re.compile(r"^(\d+)_.*\.ipynb$")
+CHAPTER_MENTION = re.compile(
+    r"\b(?P<word>[Cc]hapters?)(?P<numbers>\s+\d+(?:(?:\s*,\s*|\s+and\s+|\s+to\s+|\s+or\s+)\d+)*)\b(?!\.\d)"
+)
+EXERCISE_MENTION = re.compile(r"\b[Ee]xercise\s+(\d+)\b(?!\.\d)")
+EXERCISE_LABEL = re.compile(r"^```\{exercise\}[^\n]*\n(?::[a-z-]+:[^\n]*\n)*?:label:\s*(\S+)", re.M)
+# Inline pieces of prose never rewritten: code, math, links (and images), HTML tags, roles like {numref}`x`.
+INLINE_PROTECTED = re.compile(
+    r"\{[a-z:-]+\}`[^`]*`|`[^`\n]*`|\$\$.*?\$\$|\$[^$\n]*\$|!?\[[^\]\n]*\]\([^)\n]*\)|<[^>\n]*>"
+    r"|https?://\S+"
+)
+# Directives whose body is prose; the body of any other fenced block (code, figures' options) stays as is.
+PROSE_DIRECTIVES = {"exercise", "solution", "solution-start", "note", "tip", "hint", "important", "warning",
+                    "caution", "attention", "seealso", "admonition", "dropdown", "margin", "sidebar"}
+
+
+def chapter_files(folder: Path = NOTEBOOKS) -> dict[int, str]:
+    """Chapter number -> notebook file name, from the names `NN_title.ipynb`."""
+    files = {}
+    for path in sorted(folder.glob("*.ipynb")):
+        if match := CHAPTER_FILE.match(path.name):
+            files[int(match.group(1))] = path.name
+    return files
+
+
+def _rewrite_prose(markdown: str, rewrite) -> str:
+    """Apply `rewrite` to the prose of a markdown text only: not to code, math, links, headings or options."""
+    out, fence, in_math = [], None, False
+    for line in markdown.split("\n"):
+        stripped = line.strip()
+        if fence is not None:  # inside a fenced block that is not prose
+            if stripped.startswith(fence) and stripped.strip("`~") == "":
+                fence = None
+            out.append(line)
+            continue
+        if stripped.startswith(("```", "~~~")):
+            marker = stripped[: len(stripped) - len(stripped.lstrip(stripped[0]))]
+            name = re.match(r"\{([a-z-]+)\}", stripped[len(marker):])
+            if stripped.strip("`~") and not (name and name.group(1) in PROSE_DIRECTIVES):
+                fence = marker  # code, math or a directive without prose: skip to its closing fence
+            out.append(line)
+            continue
+        if stripped == "$$":
+            in_math = not in_math
+            out.append(line)
+            continue
+        if in_math or stripped.startswith(("#", ":")) or line.startswith("    "):
+            out.append(line)
+            continue
+        pieces, last = [], 0
+        for match in INLINE_PROTECTED.finditer(line):
+            pieces.append(rewrite(line[last:match.start()]))
+            pieces.append(match.group(0))
+            last = match.end()
+        pieces.append(rewrite(line[last:]))
+        out.append("".join(pieces))
+    return "\n".join(out)
+
+
+def link_chapters(markdown: str, files: dict[int, str], folder: str = "", this: int | None = None) -> str:
+    """Make every "chapter N" of the prose a link to chapter N's notebook (folder prefix for other pages)."""
+
+    def link(number: str) -> str:
+        return f"[{number}]({folder}{files[int(number)]})"
+
+    def replace(match: re.Match) -> str:
+        numbers = re.findall(r"\d+", match.group("numbers"))
+        if any(int(n) not in files or int(n) == this for n in numbers):
+            return match.group(0)
+        if len(numbers) == 1:
+            return f"[{match.group('word')}{match.group('numbers')}]({folder}{files[int(numbers[0])]})"
+        return match.group("word") + re.sub(r"\d+", lambda m: link(m.group(0)), match.group("numbers"))
+
+    return _rewrite_prose(markdown, lambda text: CHAPTER_MENTION.sub(replace, text))
+
+
+def reference_exercises(markdown: str, labels: list[str]) -> str:
+    """Replace "exercise N" in the prose by a numbered reference to the chapter's N-th exercise."""
+
+    def replace(match: re.Match) -> str:
+        number = int(match.group(1))
+        return f"{{numref}}`{labels[number - 1]}`" if 1 <= number <= len(labels) else match.group(0)
+
+    return _rewrite_prose(markdown, lambda text: EXERCISE_MENTION.sub(replace, text))
+
+
+def _top_level_names(source: str) -> set[str]:
+    """Names that a code cell binds at the top level (functions, classes, assignments)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def solution_name(name: str) -> str:
+    """The name a solution gives its version of the learner's `name`."""
+    return "solution_" + name[3:] if name.startswith("my_") else name + "_solution"
+
+
+def rename(source: str, names: dict[str, str]) -> str:
+    """The source with every identifier in `names` renamed (strings and comments untouched)."""
+    lines = source.split("\n")
+    tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline)
+              if t.type == tokenize.NAME and t.string in names]
+    for token in reversed(tokens):  # from the end, so earlier positions stay valid
+        row, col = token.start
+        line = lines[row - 1]
+        lines[row - 1] = line[:col] + names[token.string] + line[col + len(token.string):]
+    return "\n".join(lines)
+
+
+def _separate_solutions(cells: list[dict]) -> None:
+    """Rename, in each solution's code cells, the names that the exercise's own code cells define."""
+    attempt: set[str] = set()
+    in_solution = False
+    for cell in cells:
+        text = cell_source(cell)
+        if cell["cell_type"] == "markdown":
+            if "```{exercise}" in text:
+                attempt, in_solution = set(), False
+            if "```{solution-start}" in text:
+                in_solution = True
+            if "```{solution-end}" in text:
+                in_solution = False
+            continue
+        if cell["cell_type"] != "code":
+            continue
+        if not in_solution:
+            if CHECKER_TAG not in cell.get("metadata", {}).get("tags", []):
+                attempt |= _top_level_names(text)
+            continue
+        clashes = {name: solution_name(name) for name in _top_level_names(text) & attempt}
+        if clashes:
+            try:
+                _set_source(cell, rename(text, clashes))
+            except (tokenize.TokenError, SyntaxError, IndentationError):
+                pass
 
 
 def _too_long(source: str, limit: int) -> bool:
@@ -190,10 +348,24 @@ def reflow(source: str, limit: int = LINE_LIMIT) -> str:
     return source
 
 
-def transform(notebook: dict) -> dict:
-    """The notebook with its markers in tags and metadata, and its long lines reflowed (a new dict)."""
+def transform(notebook: dict, files: dict[int, str] | None = None, this: int | None = None) -> dict:
+    """The notebook in the course's form (a new dict; see the module's docstring).
+
+    `files` maps chapter numbers to notebook file names (default: the course's notebooks); `this` is the
+    notebook's own chapter number, which is not linked to itself.
+    """
     notebook = copy.deepcopy(notebook)
+    files = chapter_files() if files is None else files
+    labels = [label for cell in notebook["cells"] if cell["cell_type"] == "markdown"
+              for label in EXERCISE_LABEL.findall(cell_source(cell))]
+    _separate_solutions(notebook["cells"])
     for cell in notebook["cells"]:
+        if cell["cell_type"] == "markdown":
+            text = cell_source(cell)
+            new = reference_exercises(link_chapters(text, files, this=this), labels)
+            if new != text:
+                _set_source(cell, new)
+            continue
         if cell["cell_type"] != "code":
             continue
         kept = []
@@ -234,11 +406,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="*", type=Path, help="notebooks (default: notebooks/*.ipynb)")
     parser.add_argument("--check", action="store_true", help="only report, write nothing")
     args = parser.parse_args(argv)
-    paths = args.paths or sorted(NOTEBOOKS.glob("*.ipynb"))
+    paths = args.paths or sorted(NOTEBOOKS.glob("*.ipynb")) + sorted(PAGES.glob("*.md"))
+    files = chapter_files()
     stale = []
     for path in paths:
         text = path.read_text(encoding="utf-8")
-        new = dumps(transform(json.loads(text)))
+        if path.suffix == ".md":
+            new = link_chapters(text, files, folder="../notebooks/")
+        else:
+            match = CHAPTER_FILE.match(path.name)
+            new = dumps(transform(json.loads(text), files, int(match.group(1)) if match else None))
         if new == text:
             continue
         if args.check:

@@ -23,7 +23,7 @@ endif
 help:
 	@sed -n '2,4p' Makefile
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-learner.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	@# One pip command for both, so the pinned CPU build of torch satisfies the library's dependency.
 	$(BIN)/python -m pip install --quiet -r requirements.txt -e . 2>&1 | { grep -v "is ignored" || true; }

@@ -208,3 +208,10 @@ def test_solution_keeps_its_hands_off_the_learners_attempt():
     exec(solution, scope)  # noqa: S102  (what "Run All" does)
     with pytest.raises(NotImplementedError):
         scope["my_double"](1)  # the learner's attempt is still the one in the kernel
+
+
+def test_alt_text_keeps_its_words_apart():
+    text = "![The encoder: a feed-forward\nnetwork per layer](figure.svg)\n\nNext\nparagraph."
+    assert notebook_tags.one_line_alt_text(text) == (
+        "![The encoder: a feed-forward network per layer](figure.svg)\n\nNext\nparagraph."
+    )

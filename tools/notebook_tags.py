@@ -13,6 +13,7 @@ rewrites a notebook so that:
 - in the prose, "chapter N" becomes a link to chapter N's notebook (and "chapters N and M" links each number),
   and "exercise N" becomes a reference by label to the chapter's N-th exercise ({numref}`ex-...`), which the
   book numbers per chapter (book/_ext/course_pages.py), so the number in the text cannot drift;
+- an image's alt text is kept on one line (MyST drops the line breaks inside `![...]`, gluing words together);
 - a solution's code does not take the name of the learner's attempt: a name that both the exercise's code
   cells and the solution's define is renamed in the solution (`my_top_p` -> `solution_top_p`, other names
   get a `_solution` suffix), so "Run All" leaves the learner's function in place;
@@ -144,6 +145,14 @@ def _rewrite_prose(markdown: str, rewrite) -> str:
         pieces.append(rewrite(line[last:]))
         out.append("".join(pieces))
     return "\n".join(out)
+
+
+IMAGE_ALT = re.compile(r"!\[([^\]]*\n[^\]]*)\]\(")
+
+
+def one_line_alt_text(markdown: str) -> str:
+    """Join the lines of every image's alt text with spaces, so the words stay apart on the page."""
+    return IMAGE_ALT.sub(lambda m: "![" + " ".join(m.group(1).split()) + "](", markdown)
 
 
 def link_chapters(markdown: str, files: dict[int, str], folder: str = "", this: int | None = None) -> str:
@@ -362,7 +371,7 @@ def transform(notebook: dict, files: dict[int, str] | None = None, this: int | N
     for cell in notebook["cells"]:
         if cell["cell_type"] == "markdown":
             text = cell_source(cell)
-            new = reference_exercises(link_chapters(text, files, this=this), labels)
+            new = reference_exercises(link_chapters(one_line_alt_text(text), files, this=this), labels)
             if new != text:
                 _set_source(cell, new)
             continue

@@ -83,3 +83,11 @@ def test_references_are_labelled_like_citations_and_linked():
     assert citations, "no citation found in the chapters"
     unmatched = sorted(c for c in citations if c not in labels)
     assert not unmatched, f"citations matching no reference label: {unmatched[:5]} (labels {labels[:3]})"
+
+
+@pytest.mark.parametrize("path", CHAPTERS)
+def test_alt_text_reads_as_words(path):
+    glued = [alt for alt in re.findall(r'<img alt="([^"]*)"', html(path))
+             if re.search(r"[a-z](network|layers|values|and|the)[a-z]*\b", alt)
+             and re.search(r"forwardnetwork|Nlayers|andvalues", alt)]
+    assert not glued, f"{path}: alt text with words run together: {glued}"

@@ -5,8 +5,11 @@
   long lines wrap in print; on a phone inline code breaks, and wide tables and equations scroll in their box.
 - Weight: pydata-sphinx-theme loads Font Awesome twice, as a 1.5 MB script that swaps every icon for an SVG
   and as a stylesheet with web fonts; the stylesheet alone draws the same icons, so the script is taken out of
-  every page. MathJax is loaded only on pages that have math, and as its core plus the TeX input and HTML
+  every page, and its stylesheet and fonts are cut down to the icons the site uses (about 20 of 2,000; the
+  fonts as WOFF, subset with fontTools, a matplotlib dependency).
+  MathJax is loaded only on pages that have math, and as its core plus the TeX input and HTML
   output components instead of the combined `tex-chtml.js`; rarer TeX packages load on first use.
+  sphinx-design's stylesheet and tab script (55 KB) are left out of pages that use none of its components.
 - Numbering: Sphinx numbers exercises and figures across the whole book (chapter 10 had exercises 35-38). Here
   they restart in every chapter and carry its number: Exercise 10.3, Fig. 10.2. References by label
   ({numref}`ex-...`) show the same number, so prose and exercise cannot drift apart.
@@ -74,7 +77,87 @@ def _drop_mathjax_without_math(app: Sphinx, pagename: str, templatename: str, co
     context["script_files"] = [js for js in context.get("script_files", []) if not is_mathjax(js)]
 
 
-def _drop_fontawesome_script(app: Sphinx, exception: Exception | None) -> None:
+def _drop_sphinx_design_where_unused(app: Sphinx, pagename: str, templatename: str, context: dict,
+                                     doctree) -> None:
+    """Remove sphinx-design's stylesheet and script from a page that uses none of its `sd-` components."""
+    if 'class="sd-' in context.get("body", "") or ' sd-' in context.get("body", ""):
+        return
+
+    def is_design(asset) -> bool:
+        name = str(getattr(asset, "filename", asset) or "").split("?")[0]
+        return name.endswith(("sphinx-design.min.css", "design-tabs.js"))
+
+    context["css_files"] = [css for css in context.get("css_files", []) if not is_design(css)]
+    context["script_files"] = [js for js in context.get("script_files", []) if not is_design(js)]
+
+
+ICON_NAME = re.compile(r"\bfa-[a-z0-9-]+")
+ICON_RULE = re.compile(r"^([^{}@]+)\{content:\\?\"\\([0-9a-f]+)\"\}$")
+FONT_FILES = {  # family and weight in Font Awesome's stylesheet -> its TrueType file
+    ("Font Awesome 6 Free", "900"): "fa-solid-900.ttf",
+    ("Font Awesome 6 Free", "400"): "fa-regular-400.ttf",
+    ("Font Awesome 6 Brands", "400"): "fa-brands-400.ttf",
+}
+
+
+def _top_level_rules(css: str) -> list[str]:
+    """A stylesheet cut into its top-level rules, each with its braces (at-rules keep their nested blocks)."""
+    rules, depth, start = [], 0, 0
+    for index, char in enumerate(css):
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                rules.append(css[start:index + 1].strip())
+                start = index + 1
+    return rules
+
+
+def _trim_fontawesome(outdir: Path) -> None:
+    """Keep only the icons the site uses in Font Awesome's stylesheet and fonts (written as WOFF subsets)."""
+    styles = next(outdir.glob("_static/vendor/fontawesome/*/css/all.min.css"), None)
+    if styles is None:
+        return
+    try:
+        from fontTools import subset
+    except ImportError:
+        return
+    used = set()
+    for path in [*outdir.rglob("*.html"), *outdir.glob("_static/**/*.js")]:
+        used.update(ICON_NAME.findall(path.read_text(encoding="utf-8", errors="ignore")))
+    kept, codepoints = [], set()
+    for rule in _top_level_rules(styles.read_text(encoding="utf-8")):
+        if rule.startswith("@font-face"):
+            continue
+        match = ICON_RULE.match(rule)
+        if match is None:  # comments, base classes, sizes, animations (@keyframes, @media): keep
+            kept.append(rule)
+            continue
+        selectors = [s for s in match.group(1).split(",") if s.split(":")[0].strip().lstrip(".") in used]
+        if selectors:
+            kept.append(",".join(selectors) + rule[len(match.group(1)):])
+            codepoints.add(int(match.group(2), 16))
+    fonts = styles.parent.parent / "webfonts"
+    faces = []
+    for (family, weight), name in FONT_FILES.items():
+        source = fonts / name
+        if not source.exists():
+            continue
+        options = subset.Options()
+        options.flavor = "woff"
+        font = subset.load_font(str(source), options)
+        subsetter = subset.Subsetter(options)
+        subsetter.populate(unicodes=codepoints)
+        subsetter.subset(font)
+        target = source.with_name(source.stem + "-course.woff")
+        subset.save_font(font, str(target), options)
+        faces.append(f'@font-face{{font-display:block;font-family:"{family}";font-style:normal;'
+                     f'font-weight:{weight};src:url(../webfonts/{target.name}) format("woff")}}')
+    styles.write_text("".join(faces + kept), encoding="utf-8")
+
+
+def _lighten_pages(app: Sphinx, exception: Exception | None) -> None:
     if exception is not None or app.builder.format != "html":
         return
     for page in Path(app.outdir).rglob("*.html"):
@@ -82,12 +165,25 @@ def _drop_fontawesome_script(app: Sphinx, exception: Exception | None) -> None:
         lighter = FONT_PRELOAD.sub("", FONTAWESOME_SCRIPT.sub("", text))
         if lighter != text:
             page.write_text(lighter, encoding="utf-8")
+    _trim_fontawesome(Path(app.outdir))
+
+
+def _register_singlehtml_visitors(app: Sphinx) -> None:
+    """myst-nb draws folded cells (tag hide-input) for html only; the PDF's single page needs them too."""
+    try:
+        from myst_nb.sphinx_ import HideCodeCellNode, depart_HideCellInput, visit_HideCellInput
+    except ImportError:  # another myst-nb version: nothing to register
+        return
+    visitors = (visit_HideCellInput, depart_HideCellInput)
+    app.add_node(HideCodeCellNode, override=True, html=visitors, singlehtml=visitors)
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
+    _register_singlehtml_visitors(app)
     app.connect("builder-inited", _configure, priority=900)
     app.connect("env-get-updated", _number_per_chapter, priority=900)
     app.connect("html-page-context", _drop_mathjax_without_math, priority=900)
-    app.connect("build-finished", _drop_fontawesome_script)
+    app.connect("html-page-context", _drop_sphinx_design_where_unused, priority=900)
+    app.connect("build-finished", _lighten_pages)
     app.add_css_file("course.css")
     return {"parallel_read_safe": True, "parallel_write_safe": True}

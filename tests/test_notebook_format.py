@@ -215,3 +215,16 @@ def test_alt_text_keeps_its_words_apart():
     assert notebook_tags.one_line_alt_text(text) == (
         "![The encoder: a feed-forward network per layer](figure.svg)\n\nNext\nparagraph."
     )
+
+
+def test_display_equations_get_labels_once():
+    text = (
+        "Score\n\n$$\ne = q k\n$$\n\nand\n\n$$\na = 1\n$$ (eq-demo-1)\n\ninline $$x$$ stays."
+        "\n\n```python\n$$\n```"
+    )
+    labelled = notebook_tags.label_equations(text, "eq-demo", {"eq-demo-1"})
+    assert labelled == (
+        "Score\n\n$$\ne = q k\n$$ (eq-demo-2)\n\nand\n\n$$\na = 1\n$$ (eq-demo-1)\n\ninline $$x$$ stays."
+        "\n\n```python\n$$\n```"
+    )
+    assert notebook_tags.label_equations(labelled, "eq-demo", {"eq-demo-1", "eq-demo-2"}) == labelled

@@ -13,6 +13,8 @@ rewrites a notebook so that:
 - in the prose, "chapter N" becomes a link to chapter N's notebook (and "chapters N and M" links each number),
   and "exercise N" becomes a reference by label to the chapter's N-th exercise ({numref}`ex-...`), which the
   book numbers per chapter (book/_ext/course_pages.py), so the number in the text cannot drift;
+- every display equation (`$$` lines in their own paragraph) gets a label, `eq-<module>-<n>`, so the book
+  numbers it and the text can refer to it ({eq}`eq-attention-1`);
 - an image's alt text is kept on one line (MyST drops the line breaks inside `![...]`, gluing words together);
 - a solution's code does not take the name of the learner's attempt: a name that both the exercise's code
   cells and the solution's define is renamed in the solution (`my_top_p` -> `solution_top_p`, other names
@@ -145,6 +147,43 @@ def _rewrite_prose(markdown: str, rewrite) -> str:
         pieces.append(rewrite(line[last:]))
         out.append("".join(pieces))
     return "\n".join(out)
+
+
+EQUATION_LABEL = re.compile(r"^\$\$\s*\(([^)]+)\)\s*$")
+
+
+def equation_labels(markdown: str) -> list[str]:
+    return [m.group(1) for line in markdown.split("\n") if (m := EQUATION_LABEL.match(line.strip()))]
+
+
+def label_equations(markdown: str, prefix: str, used: set[str]) -> str:
+    """Give each unlabelled display equation in its own paragraph a label `<prefix>-<n>` not in `used`."""
+    lines = markdown.split("\n")
+    fence, opening = None, None
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if fence is not None:
+            if stripped.startswith(fence) and not stripped.strip("`~"):
+                fence = None
+            continue
+        if opening is None and stripped.startswith(("```", "~~~")):
+            name = re.match(r"[`~]+\{([a-z-]+)\}", stripped)
+            if stripped.strip("`~") and not (name and name.group(1) in PROSE_DIRECTIVES):
+                fence = stripped[: len(stripped) - len(stripped.lstrip(stripped[0]))]
+            continue
+        if opening is None and stripped == "$$":
+            opening = index
+        elif opening is not None and stripped.startswith("$$"):
+            own_paragraph = (opening == 0 or not lines[opening - 1].strip()) and (
+                index == len(lines) - 1 or not lines[index + 1].strip())
+            if stripped == "$$" and own_paragraph:
+                number = 1
+                while f"{prefix}-{number}" in used:
+                    number += 1
+                used.add(f"{prefix}-{number}")
+                lines[index] = line.rstrip() + f" ({prefix}-{number})"
+            opening = None
+    return "\n".join(lines)
 
 
 IMAGE_ALT = re.compile(r"!\[([^\]]*\n[^\]]*)\]\(")
@@ -368,10 +407,17 @@ def transform(notebook: dict, files: dict[int, str] | None = None, this: int | N
     labels = [label for cell in notebook["cells"] if cell["cell_type"] == "markdown"
               for label in EXERCISE_LABEL.findall(cell_source(cell))]
     _separate_solutions(notebook["cells"])
+    declared = [m.group(1) for cell in notebook["cells"] if cell["cell_type"] == "code"
+                for line in cell_source(cell).splitlines() if (m := DEFAULT_EXP.match(line.strip()))]
+    module = (notebook.get("metadata", {}).get(METADATA_KEY, {}).get("module")
+              or (declared[0] if declared else f"chapter-{this}"))
+    used = {label for cell in notebook["cells"] if cell["cell_type"] == "markdown"
+            for label in equation_labels(cell_source(cell))}
     for cell in notebook["cells"]:
         if cell["cell_type"] == "markdown":
             text = cell_source(cell)
             new = reference_exercises(link_chapters(one_line_alt_text(text), files, this=this), labels)
+            new = label_equations(new, f"eq-{module}", used)
             if new != text:
                 _set_source(cell, new)
             continue

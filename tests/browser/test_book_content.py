@@ -77,7 +77,8 @@ def test_references_are_labelled_like_citations_and_linked():
     without_link = [label for label, entry in zip(labels, entries, strict=True) if not link.search(entry)]
     assert not without_link, f"references without a DOI or arXiv link: {without_link}"
     citations = set()
-    cite = re.compile(r'<a class="reference internal" href="[^"]*references\.html#[^"]*">(.*?)</a>')
+    cite = re.compile(r'<a class="reference internal" href="[^"]*references\.html#[^"]*"[^>]*>(.*?)</a>',
+                      re.S)
     for path in PAGES:
         citations.update(unescape(re.sub(r"<[^>]+>", "", text)) for text in cite.findall(html(path)))
     assert citations, "no citation found in the chapters"

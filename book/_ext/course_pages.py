@@ -37,6 +37,8 @@ MATHJAX_PACKAGES = ["base", "ams", "newcommand", "noerrors", "noundefined", "con
 
 def _configure(app: Sphinx) -> None:
     app.config.html_static_path = [*app.config.html_static_path, str(STATIC)]
+    if app.builder.name == "singlehtml":  # one page holds every chapter's math: load MathJax there
+        app.set_html_assets_policy("always")
     if app.config.mathjax_path.endswith("tex-chtml.js"):  # the offline copy of sphinx-mathjax-offline
         app.config.mathjax_path = app.config.mathjax_path.replace("tex-chtml.js", "startup.js")
         config = dict(app.config.mathjax3_config or {})

@@ -60,7 +60,7 @@ def test_chapter_mentions_are_links(path):
 def test_display_equations_are_numbered(path):
     page = html(path)
     displays = len(re.findall(r'<div class="math notranslate nohighlight"', page))
-    numbered = len(re.findall(r'<span class="eqno">\(\d+\)', page))
+    numbered = len(re.findall(r'<span class="eqno">\(\d+(?:\.\d+)*\)', page))
     assert numbered == displays, f"{path}: {numbered} of {displays} display equations carry a number"
 
 

@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import functools
 import http.server
+import shutil
 import sys
 import threading
 from pathlib import Path
 
+import yaml
 from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 SINGLE = ROOT / "_build" / "singlehtml"
 TARGET = ROOT / "_build" / "html" / "course.pdf"
+# The single page is written at the root document's path (book/intro.html) but links its styles, scripts and
+# images as if it sat at the top of the build: a copy there loads them all.
+PAGE = SINGLE / "course.html"
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 
@@ -30,13 +35,16 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 def main() -> int:
-    if not (SINGLE / "index.html").exists():
+    root_doc = yaml.safe_load((ROOT / "_toc.yml").read_text())["root"]
+    built = SINGLE / f"{root_doc}.html"
+    if not built.exists():
         print("No single-page build: run `jupyter-book build . --builder singlehtml` (or `make pdf`).")
         return 1
+    shutil.copy(built, PAGE)
     handler = functools.partial(_Quiet, directory=str(SINGLE))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    url = f"http://127.0.0.1:{server.server_address[1]}/{PAGE.name}"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 900, "height": 1200})

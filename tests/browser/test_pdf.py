@@ -8,6 +8,7 @@ import threading
 from conftest import SITE, _QuietHandler
 
 PDF = SITE / "course.pdf"
+# tools/book_pdf.py copies the single page (written at book/intro.html) to the top of the build as course.html.
 SINGLE = SITE.parent / "singlehtml"
 
 
@@ -28,7 +29,8 @@ def test_nothing_is_cut_off_in_print(browser):
     context = browser.new_context(viewport={"width": 703, "height": 1000})  # A4 less the margins, at 96 dpi
     page = context.new_page()
     page.emulate_media(media="print")
-    page.goto(f"http://127.0.0.1:{server.server_address[1]}/index.html", wait_until="networkidle")
+    page.goto(f"http://127.0.0.1:{server.server_address[1]}/course.html", wait_until="networkidle")
+    assert page.locator("link[href$='course.css']").count() == 1 and page.locator(".cell").count() > 100
     cut = page.evaluate(
         """() => [...document.querySelectorAll('pre, table, img, .math, .cell_output')]
              .filter(e => e.offsetParent !== null && (e.scrollWidth > e.clientWidth + 1

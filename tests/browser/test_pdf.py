@@ -8,7 +8,7 @@ import threading
 from conftest import SITE, _QuietHandler
 
 PDF = SITE / "course.pdf"
-# tools/book_pdf.py copies the single page (written at book/intro.html) to the top of the build as course.html.
+# tools/book_pdf.py copies the single page (written at book/intro.html) to the top of the build: course.html
 SINGLE = SITE.parent / "singlehtml"
 
 

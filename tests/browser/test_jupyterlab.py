@@ -97,7 +97,12 @@ def test_exercises_render_as_exercises(notebook_page):
     exercises = [i for i, c in enumerate(_cells(path)) if "```{exercise}" in "".join(c["source"])]
     assert exercises
     for number, index in enumerate(exercises, start=1):
-        text = _cell(page, index).inner_text()
+        cell = _cell(page, index)
+        try:  # JupyterLab renders a cell when it scrolls into view; on a busy machine that takes a while
+            cell.locator(f"text=Exercise {number}").first.wait_for(timeout=30_000)
+        except Exception:  # the assertion below says what is on screen instead
+            pass
+        text = cell.inner_text()
         assert f"Exercise {number}" in text, f"cell {index} is not exercise {number}: {text[:99]!r}"
         assert "{exercise}" not in text and ":label:" not in text, f"cell {index} shows raw directives"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

@@ -31,10 +31,13 @@ def test_nothing_is_cut_off_in_print(browser):
     page.emulate_media(media="print")
     page.goto(f"http://127.0.0.1:{server.server_address[1]}/course.html", wait_until="networkidle")
     assert page.locator("link[href$='course.css']").count() == 1 and page.locator(".cell").count() > 100
+    page.wait_for_function("() => window.MathJax?.startup?.promise", timeout=60_000)
+    page.evaluate("() => MathJax.startup.promise")  # typeset first: half-typeset math has other widths
     cut = page.evaluate(
-        """() => [...document.querySelectorAll('pre, table, img, .math, .cell_output')]
-             .filter(e => e.offsetParent !== null && (e.scrollWidth > e.clientWidth + 1
-                                                      || e.getBoundingClientRect().right > innerWidth + 1))
+        """() => [...document.querySelectorAll('pre, table, img, div.math, mjx-container, .cell_output')]
+             .filter(e => e.offsetParent !== null && e.getBoundingClientRect().width > 0
+                          && (e.getBoundingClientRect().right > innerWidth + 1
+                              || (e.tagName === 'PRE' && e.scrollWidth > e.clientWidth + 1)))
              .slice(0, 5).map(e => e.tagName + ' ' + (e.textContent || e.src || '').slice(0, 60))"""
     )
     wide = page.evaluate("() => document.documentElement.scrollWidth")

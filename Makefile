@@ -18,12 +18,12 @@ ifneq ($(wildcard $(SHARED_DATA)/README.md),)
 export TRANSFORMER_COURSE_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: help venv book test lint unit lib nb lab serve bench translate distributed clean
+.PHONY: help venv book pdf test lint unit lib nb lab serve bench translate distributed clean
 
 help:
 	@sed -n '2,4p' Makefile
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-learner.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	@# One pip command for both, so the pinned CPU build of torch satisfies the library's dependency.
 	$(BIN)/python -m pip install --quiet -r requirements.txt -e . 2>&1 | { grep -v "is ignored" || true; }
@@ -37,7 +37,12 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "The book is in _build/html: open _build/html/index.html, or run 'make serve'."
 
-test: book
+# The whole book as one PDF, printed by Chromium from the single-page build: _build/html/course.pdf.
+pdf: book
+	$(BIN)/jupyter-book build . --builder singlehtml -W -n --keep-going > /dev/null
+	$(BIN)/python tools/book_pdf.py
+
+test: pdf
 	$(BIN)/ruff check transformer_lib tests tools benchmarks
 	$(BIN)/python -m pytest
 

@@ -6,6 +6,7 @@ the internet (a CDN script, a web font) fails its test.
 
 import functools
 import http.server
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -15,7 +16,8 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
-SITE = ROOT / "_build" / "html"
+# BOOK_HTML points the tests at another build (to show that a test fails on an older one).
+SITE = Path(os.environ.get("BOOK_HTML", ROOT / "_build" / "html")).resolve()
 SCREENSHOTS = ROOT / "_build" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -59,14 +61,42 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1366, "height": 768}
+
+
 class PageLog:
-    """What went wrong on a page: console errors, uncaught exceptions, failed or outside requests."""
+    """What went wrong on a page: console errors, uncaught exceptions, failed or outside requests.
+
+    A request that the page's next navigation cancels (the browser reports `net::ERR_ABORTED`, typically the
+    favicon or a late image when a test clicks a link) is not a fault of the site: it goes to
+    `cancelled_requests`, not to the problems. A request that fails while no later navigation has started
+    is broken, whatever its error.
+    """
 
     def __init__(self) -> None:
         self.console_errors: list[str] = []
         self.page_errors: list[str] = []
         self.failed_requests: list[str] = []
+        self.cancelled_requests: list[str] = []
         self.outside_requests: list[str] = []
+        self.navigations = 0  # main-frame navigations started so far
+        self._started_at: dict[int, int] = {}  # id(request) -> navigations when it started
+
+    def request_started(self, request, main_frame) -> None:
+        if request.is_navigation_request() and request.frame == main_frame:
+            self.navigations += 1
+        self._started_at[id(request)] = self.navigations
+
+    def request_failed(self, request) -> None:
+        if request.url in self.outside_requests:
+            return
+        failure = request.failure or ""
+        started = self._started_at.get(id(request), self.navigations)
+        if "ERR_ABORTED" in failure and self.navigations > started:
+            self.cancelled_requests.append(f"{request.url} ({failure})")
+        else:
+            self.failed_requests.append(f"{request.url} ({failure})")
 
     def problems(self) -> list[str]:
         return (
@@ -77,10 +107,9 @@ class PageLog:
         )
 
 
-@pytest.fixture
-def page(browser: Browser, site_url: str) -> Iterator[tuple[Page, PageLog]]:
-    """A fresh page that may load only from the local site, with a log of everything that went wrong."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+def open_context(browser: Browser, site_url: str, viewport: dict) -> tuple:
+    """A fresh context and page that may load only from the local site, and a log of what went wrong."""
+    context = browser.new_context(viewport=viewport)
     page = context.new_page()
     log = PageLog()
 
@@ -95,10 +124,6 @@ def page(browser: Browser, site_url: str) -> Iterator[tuple[Page, PageLog]]:
         if message.type == "error":
             log.console_errors.append(message.text)
 
-    def request_failed(request):
-        if request.url not in log.outside_requests:
-            log.failed_requests.append(f"{request.url} ({request.failure})")
-
     def response(response):
         if response.status >= 400:
             log.failed_requests.append(f"{response.url} (HTTP {response.status})")
@@ -106,7 +131,31 @@ def page(browser: Browser, site_url: str) -> Iterator[tuple[Page, PageLog]]:
     page.route("**/*", route)
     page.on("console", console)
     page.on("pageerror", lambda error: log.page_errors.append(str(error)))
-    page.on("requestfailed", request_failed)
+    page.on("request", lambda request: log.request_started(request, page.main_frame))
+    page.on("requestfailed", log.request_failed)
     page.on("response", response)
+    return context, page, log
+
+
+@pytest.fixture
+def page(browser: Browser, site_url: str) -> Iterator[tuple[Page, PageLog]]:
+    """A fresh page at a laptop's size, loading only from the local site, with its log."""
+    context, page, log = open_context(browser, site_url, {"width": 1280, "height": 900})
+    yield page, log
+    context.close()
+
+
+@pytest.fixture
+def phone(browser: Browser, site_url: str) -> Iterator[tuple[Page, PageLog]]:
+    """A fresh page 390 px wide (a phone held upright), with its log."""
+    context, page, log = open_context(browser, site_url, PHONE)
+    yield page, log
+    context.close()
+
+
+@pytest.fixture
+def desktop(browser: Browser, site_url: str) -> Iterator[tuple[Page, PageLog]]:
+    """A fresh page 1366 px wide (a common laptop screen), with its log."""
+    context, page, log = open_context(browser, site_url, DESKTOP)
     yield page, log
     context.close()

@@ -490,8 +490,9 @@ def load_checkpoint(
     """Load a save_checkpoint file into the given objects, in place, and return its extra values.
 
     Uses torch.load(..., weights_only=True): only tensors and plain containers are rebuilt, no code is run.
+    The tensors are loaded onto the model's device, so a checkpoint saved on a GPU loads on a CPU.
     """
-    checkpoint = torch.load(path, weights_only=True)
+    checkpoint = torch.load(path, map_location=_device_of(model), weights_only=True)
     model.load_state_dict(checkpoint["model"])
     for name, target in (("optimizer", optimizer), ("scheduler", scheduler)):
         if target is not None:

@@ -6,7 +6,9 @@ helper that moves its inputs to the model's device fails with "cannot be called 
 that forgets fails earlier with a device mismatch (or, worse, silently mixes devices: the forward pre-hooks
 below record the device each model's inputs arrive on). The command-line entry points (tools/translate.py,
 the training benchmarks, `python -m transformer_lib.distributed`) are run with select_device patched to
-answer "meta", and their --device option is checked to default to select_device()'s choice.
+answer "meta", each library training function they call checking that its model is there, and their
+--device option is checked to default to select_device()'s choice. (One file for a rule that spans the
+modules of chapters 9 and 12-15 and the programs, so that it is checked in one place.)
 """
 
 import argparse

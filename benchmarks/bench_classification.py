@@ -50,6 +50,7 @@ from transformer_lib.classification import (
     train_classifier,
 )
 from transformer_lib.data import load_sms_spam
+from transformer_lib.distributed import select_device
 from transformer_lib.tokenizer import CharTokenizer, WordTokenizer
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -69,7 +70,7 @@ def split(labels, seed):
     return [rest[i] for i in train_pos], [rest[i] for i in valid_pos], test
 
 
-def transformer(texts, labels, train, test, seed, pooling, tokens, epochs):
+def transformer(texts, labels, train, test, seed, pooling, tokens, epochs, device="cpu"):
     """Train the chapter's classifier on `tokens` ("masked words", "words" or "characters"); test metrics."""
     train_text = "\n".join(texts[i] for i in train)
     if tokens == "characters":
@@ -84,7 +85,7 @@ def transformer(texts, labels, train, test, seed, pooling, tokens, epochs):
         num_layers=SETTINGS["num_layers"], d_ff=SETTINGS["d_ff"], max_len=max_len,
         dropout=SETTINGS["dropout"], pooling=pooling,
     )
-    model = EncoderClassifier(config)
+    model = EncoderClassifier(config).to(device)  # the library moves each batch to the model's device
     batches = make_batches([sequences[i] for i in train], [labels[i] for i in train], SETTINGS["batch_size"])
     start = time.perf_counter()
     train_classifier(model, batches, epochs, lr=SETTINGS["lr"], weight_decay=SETTINGS["weight_decay"],
@@ -133,7 +134,7 @@ METHODS = {  # name in the table: how to run it
 }
 
 
-def run(seeds, epochs, skip_characters):
+def run(seeds, epochs, skip_characters, device="cpu"):
     data = load_sms_spam()
     raw = [message for _, message in data]
     masked = [mask_digits(message) for message in raw]
@@ -148,7 +149,8 @@ def run(seeds, epochs, skip_characters):
                 if tokens == "characters" and skip_characters:
                     continue
                 texts = masked if tokens == "masked words" else raw
-                predicted, seconds = transformer(texts, labels, train, test, seed, pooling, tokens, epochs)
+                predicted, seconds = transformer(texts, labels, train, test, seed, pooling, tokens, epochs,
+                                                 device)
             elif kind == "baseline":
                 predicted, seconds = bag_of_words_baseline(masked, labels, train, test)
             else:
@@ -208,6 +210,8 @@ def markdown(results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="seed 0, one epoch, no characters; print only")
+    parser.add_argument("--device", type=select_device, default=select_device(),
+                        help="cpu, cuda, cuda:N or mps (default: CUDA, then MPS, then the CPU)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     import sklearn
@@ -215,12 +219,13 @@ def main():
     seeds = [0] if args.quick else [0, 1, 2]
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
-    runs, test_size = run(seeds, 1 if args.quick else SETTINGS["epochs"], skip_characters=args.quick)
+    runs, test_size = run(seeds, 1 if args.quick else SETTINGS["epochs"], skip_characters=args.quick,
+                          device=args.device)
     results = {
         "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "torch": torch.__version__, "sklearn": sklearn.__version__, "threads": torch.get_num_threads(),
-        "load_average": load_before, "load_average_after": os.getloadavg()[0],
+        "device": str(args.device), "load_average": load_before, "load_average_after": os.getloadavg()[0],
         "seconds": time.perf_counter() - start, "seeds": seeds, "test_size": test_size, "settings": SETTINGS,
         "methods": {name: summarize(rows) for name, rows in runs.items()},
     }

@@ -38,6 +38,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from transformer_lib.data import load_tiny_shakespeare
+from transformer_lib.distributed import select_device
 from transformer_lib.language_model import (
     GPT,
     GPTConfig,
@@ -82,8 +83,9 @@ class TorchGPT(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         T = tokens.shape[1]  # time
-        x = self.token_embedding(tokens) + self.position_embedding(torch.arange(T))  # (B, T, d_model)
-        mask = nn.Transformer.generate_square_subsequent_mask(T)  # (T, T) float, -inf above the diagonal
+        positions = torch.arange(T, device=tokens.device)  # (T,)
+        x = self.token_embedding(tokens) + self.position_embedding(positions)  # (B, T, d_model)
+        mask = nn.Transformer.generate_square_subsequent_mask(T, device=tokens.device)  # (T, T), -inf above
         x = self.layers(x, mask=mask, is_causal=True)  # (B, T, d_model)
         return self.output(self.norm(x))  # (B, T, V)
 
@@ -109,15 +111,17 @@ def check_same_function(config: GPTConfig, tokens: torch.Tensor) -> None:
         torch.testing.assert_close(ours(tokens), theirs(tokens), atol=1e-5, rtol=1e-5)
 
 
-def step_time(config: GPTConfig, train_data: torch.Tensor, rounds: int, steps: int) -> dict:
+def step_time(config: GPTConfig, train_data: torch.Tensor, rounds: int, steps: int,
+              device: torch.device | str = "cpu") -> dict:
     """Milliseconds per update of the recipe, both models on the same batches, interleaved rounds (median)."""
     generator = torch.Generator().manual_seed(0)
-    batches = [next_token_batch(train_data, RECIPE["batch_size"], config.max_len, generator)
-               for _ in range(steps)]
+    batches = [tuple(t.to(device) for t in next_token_batch(train_data, RECIPE["batch_size"], config.max_len,
+                                                            generator))
+               for _ in range(steps)]  # on the device before the clock starts
     runs = {}
     for name, cls in (("ours", GPT), ("torch", TorchGPT)):
         torch.manual_seed(0)
-        model = cls(config).train()
+        model = cls(config).to(device).train()
         optimizer = make_optimizer(model, RECIPE["lr"], RECIPE["weight_decay"], RECIPE["betas"])
         scheduler = LambdaLR(optimizer, cosine_schedule(RECIPE["steps"], RECIPE["warmup_steps"], 0.1))
 
@@ -137,6 +141,8 @@ def step_time(config: GPTConfig, train_data: torch.Tensor, rounds: int, steps: i
         for name, run in runs.items():
             start = time.perf_counter()
             run()
+            if torch.device(device).type == "cuda":
+                torch.cuda.synchronize()  # the GPU has finished the round
             times[name].append((time.perf_counter() - start) / steps * 1000)
     medians = {name: statistics.median(t) for name, t in times.items()}
     return {"ms_per_step": medians, "rounds_ms": times, "ratio": medians["ours"] / medians["torch"]}
@@ -144,7 +150,8 @@ def step_time(config: GPTConfig, train_data: torch.Tensor, rounds: int, steps: i
 
 def sampling_speed(model: GPT, reference: TorchGPT, new_tokens: int, repeats: int) -> dict:
     """New tokens per second of greedy generation: ours with and without the cache, TorchGPT without."""
-    prompts = torch.zeros(8, 1, dtype=torch.long)  # 8 sequences, one token each
+    device = next(model.parameters()).device
+    prompts = torch.zeros(8, 1, dtype=torch.long, device=device)  # 8 sequences, one token each
 
     @torch.no_grad()
     def torch_generate(tokens: torch.Tensor) -> torch.Tensor:  # the same window rule as ours, no cache
@@ -241,7 +248,8 @@ def full_validation_loss(model: GPT, data: torch.Tensor) -> float:
     model.eval()
     T = model.config.max_len
     n = (len(data) - 1) // T
-    x, y = data[: n * T].view(n, T), data[1 : n * T + 1].view(n, T)
+    device = next(model.parameters()).device
+    x, y = data[: n * T].view(n, T).to(device), data[1 : n * T + 1].view(n, T).to(device)
     total = sum(language_model_loss(model(x[i : i + 256]), y[i : i + 256]).item() * len(x[i : i + 256])
                 for i in range(0, n, 256))
     return total / n
@@ -251,6 +259,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs, print only")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the chapter uses 1)")
+    parser.add_argument("--device", type=select_device, default=select_device(),
+                        help="cpu, cuda, cuda:N or mps (default: CUDA, then MPS, then the CPU)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
@@ -266,22 +276,24 @@ def main() -> None:
 
     recipe = RECIPE | ({"steps": 200, "eval_every": 100, "warmup_steps": 10} if args.quick else {})
     torch.manual_seed(0)
-    model = GPT(config)
+    model = GPT(config).to(args.device)  # train_language_model moves each batch to the model's device
     history = train_language_model(model, train_data, valid_data, progress=False, **recipe)
     run = {"eval_steps": history.eval_steps, "eval_train_loss": history.eval_train_loss,
            "valid_loss": history.valid_loss, "seconds": history.seconds}
     for row in zip(*run.values(), strict=True):
         print("update {}: train {:.3f}, validation {:.3f}, {:.1f} s".format(*row))
     full = full_validation_loss(model, valid_data)
-    timing = step_time(config, train_data, rounds=2 if args.quick else 5, steps=10 if args.quick else 40)
+    timing = step_time(config, train_data, rounds=2 if args.quick else 5, steps=10 if args.quick else 40,
+                       device=args.device)
     print(f"ms per update: {timing['ms_per_step']}, ratio {timing['ratio']:.2f}")
     torch.manual_seed(0)
-    sampling = sampling_speed(model, TorchGPT(config), 64 if args.quick else 256, 1 if args.quick else 3)
+    reference = TorchGPT(config).to(args.device)
+    sampling = sampling_speed(model, reference, 64 if args.quick else 256, 1 if args.quick else 3)
     print("new tokens per second:", {k: round(v) for k, v in sampling.items()})
 
     results = {
         "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(), "torch": torch.__version__, "threads": args.threads,
+        "machine": machine(), "torch": torch.__version__, "threads": args.threads, "device": str(args.device),
         "load_average": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "seconds": time.perf_counter() - started, "recipe": {k: v for k, v in recipe.items()},

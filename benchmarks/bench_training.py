@@ -37,6 +37,7 @@ from torch.utils import benchmark
 from torch.utils.data import DataLoader
 
 from transformer_lib.attention import causal_mask
+from transformer_lib.distributed import select_device
 from transformer_lib.positional import SinusoidalPositionalEncoding
 from transformer_lib.tokenizer import CharTokenizer
 from transformer_lib.training import (
@@ -91,7 +92,8 @@ class TorchSeq2Seq(nn.Module):
         T = tgt.shape[1]  # target positions
         x = self.positional(self.tgt_embedding(tgt) * math.sqrt(self.d_model))  # (B, T, d_model)
         tgt_key_padding_mask = None if tgt_padding_mask is None else ~tgt_padding_mask
-        x = self.transformer.decoder(x, memory, tgt_mask=~causal_mask(T), tgt_is_causal=True,
+        tgt_mask = ~causal_mask(T, device=tgt.device)  # (T, T), PyTorch's convention: True = ignore
+        x = self.transformer.decoder(x, memory, tgt_mask=tgt_mask, tgt_is_causal=True,
                                      tgt_key_padding_mask=tgt_key_padding_mask,
                                      memory_key_padding_mask=~src_padding_mask)  # (B, T, d_model)
         return self.output(x)  # (B, T, V)
@@ -133,10 +135,11 @@ def check_same_function(config: TransformerConfig, batch) -> None:
     assert count[0] == count[1], f"parameter counts differ: ours {count[0]}, torch {count[1]}"
 
 
-def time_to_target(name: str, config: TransformerConfig, splits: dict, seed: int) -> dict:
+def time_to_target(name: str, config: TransformerConfig, splits: dict, seed: int,
+                   device: torch.device | str = "cpu") -> dict:
     """One seeded run of chapter 9's recipe, stopped at the first epoch with validation exact match >= 99%."""
     seed_everything(seed)
-    model = make_model(name, config)
+    model = make_model(name, config).to(device)  # train() moves each batch to the model's device
     optimizer = make_optimizer(model)
     loader = DataLoader(splits["train"], batch_size=SETTINGS["batch_size"], shuffle=True,
                         collate_fn=make_batch, generator=torch.Generator().manual_seed(seed))
@@ -155,13 +158,15 @@ def time_to_target(name: str, config: TransformerConfig, splits: dict, seed: int
     }
 
 
-def throughput(config: TransformerConfig, batches: list, rounds: int, block_seconds: float) -> dict:
+def throughput(config: TransformerConfig, batches: list, rounds: int, block_seconds: float,
+               device: torch.device | str = "cpu") -> dict:
     """Real source + target tokens per second through train_step, both models on the same batches."""
     tokens = sum(int(b.src_padding_mask.sum()) + b.num_tokens for b in batches)
+    batches = [batch.to(device) for batch in batches]  # on the device before the clock starts
     runs = {}
     for name in MODELS:
         torch.manual_seed(0)
-        model = make_model(name, config)
+        model = make_model(name, config).to(device)
         optimizer = make_optimizer(model)
 
         def run(model=model, optimizer=optimizer):
@@ -250,6 +255,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (chapter 9 uses 1)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds for the time to 99%%")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved throughput timing rounds")
+    parser.add_argument("--device", type=select_device, default=select_device(),
+                        help="cpu, cuda, cuda:N or mps (default: CUDA, then MPS, then the CPU)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seeds = list(range(1 if args.quick else args.seeds))
@@ -271,7 +278,7 @@ def main() -> None:
     runs = {name: [] for name in MODELS}
     for seed in seeds:
         for name in MODELS:
-            runs[name].append(time_to_target(name, config, splits, seed))
+            runs[name].append(time_to_target(name, config, splits, seed, args.device))
             run = runs[name][-1]
             print(f"time to 99%, {name}, seed {seed}: {run['steps']} updates, {run['wall_s']:.1f} s wall, "
                   f"{run['cpu_s']:.1f} s CPU, reached {run['reached']}, test {run['test_accuracy']:.2%}",
@@ -295,7 +302,7 @@ def main() -> None:
     ]
     throughput_sizes = []
     for label, size_config, batches in sizes_to_time:
-        speed = throughput(size_config, batches, rounds, block)
+        speed = throughput(size_config, batches, rounds, block, args.device)
         throughput_sizes.append({"label": label, **{k: round(v, 3) for k, v in speed.items()}})
         print(f"throughput, {label}: ours {speed['ours']:,.0f} tokens/s, torch {speed['torch']:,.0f} "
               f"tokens/s, ratio {speed['ratio']:.2f}", flush=True)
@@ -305,6 +312,7 @@ def main() -> None:
         "machine": machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "device": str(args.device),
         "load_average": round(load_before, 2),
         "seconds": round(time.perf_counter() - started, 1),
         "seeds": seeds,

@@ -28,6 +28,7 @@ import torch
 from bench_training import TorchSeq2Seq, check_same_function, machine
 from torch.optim.lr_scheduler import LambdaLR
 
+from transformer_lib.distributed import select_device
 from transformer_lib.training import seed_everything, train_step, warmup_inverse_sqrt_schedule
 from transformer_lib.transformer import Transformer, TransformerConfig
 from transformer_lib.translation import TokenBatches, corpus_bleu, train_translation, translate
@@ -66,14 +67,15 @@ def make_optimizer(model: torch.nn.Module, settings: dict) -> torch.optim.Optimi
                              weight_decay=settings["weight_decay"])
 
 
-def autocast(settings: dict):
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings["bfloat16"])
+def autocast(settings: dict, device: torch.device | str = "cpu"):
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=settings["bfloat16"])
 
 
-def train_and_test(name: str, config, settings: dict, data: dict, seconds: float) -> dict:
+def train_and_test(name: str, config, settings: dict, data: dict, seconds: float,
+                   device: torch.device | str = "cpu") -> dict:
     """One seeded run for `seconds` of training time, then greedy test BLEU."""
     seed_everything(0)
-    model = make_model(name, config)
+    model = make_model(name, config).to(device)  # the library moves each batch to the model's device
     optimizer = make_optimizer(model, settings)
     scheduler = LambdaLR(optimizer, warmup_inverse_sqrt_schedule(settings["warmup_steps"]))
     batches = TokenBatches(data["encoded"]["train"], settings["max_tokens"], seed=0)
@@ -95,18 +97,20 @@ def train_and_test(name: str, config, settings: dict, data: dict, seconds: float
     }
 
 
-def throughput(config, settings: dict, batches: list, rounds: int) -> dict:
+def throughput(config, settings: dict, batches: list, rounds: int,
+               device: torch.device | str = "cpu") -> dict:
     """Real source + target tokens per second through train_step, both models on the same batches."""
     tokens = sum(int(b.src_padding_mask.sum()) + b.num_tokens for b in batches)
+    batches = [batch.to(device) for batch in batches]  # on the device before the clock starts
     runs = {}
     for name in MODELS:
         torch.manual_seed(0)
-        model = make_model(name, config)
+        model = make_model(name, config).to(device)
         optimizer = make_optimizer(model, settings)
 
         def run(model=model, optimizer=optimizer):
             for batch in batches:
-                with autocast(settings):
+                with autocast(settings, device):
                     train_step(model, batch, optimizer, smoothing=settings["smoothing"],
                                max_grad_norm=settings["max_grad_norm"])
 
@@ -166,6 +170,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (make translate uses 2)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved throughput timing rounds")
     parser.add_argument("--quick", action="store_true", help="20 s each, 2 rounds, print only")
+    parser.add_argument("--device", type=select_device, default=select_device(),
+                        help="cpu, cuda, cuda:N or mps (default: CUDA, then MPS, then the CPU)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seconds = 20.0 if args.quick else 60 * args.minutes
@@ -182,10 +188,10 @@ def main() -> None:
 
     models = {}
     for name in MODELS:
-        models[name] = train_and_test(name, config, settings, data, seconds)
+        models[name] = train_and_test(name, config, settings, data, seconds, args.device)
         print(f"{name}: test BLEU {models[name]['bleu']:.2f} after {models[name]['updates']} updates "
               f"({models[name]['training_seconds']:.0f} s)", flush=True)
-    speed = throughput(config, settings, fixed, rounds)
+    speed = throughput(config, settings, fixed, rounds, args.device)
     speed["batches"] = len(fixed)
     print(f"throughput: ours {speed['ours']:,.0f} tokens/s, torch {speed['torch']:,.0f} tokens/s, "
           f"ratio {speed['ratio']:.3f}", flush=True)
@@ -199,6 +205,7 @@ def main() -> None:
         "machine": machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "device": str(args.device),
         "load_average": round(load_before, 2),
         "load_average_after": round(os.getloadavg()[0], 2),
         "seconds": round(time.perf_counter() - started, 1),

@@ -27,6 +27,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from transformer_lib.data import load_multi30k
+from transformer_lib.distributed import select_device
 from transformer_lib.training import (
     load_checkpoint,
     save_checkpoint,
@@ -109,6 +110,8 @@ def main() -> None:
                         help="checkpoint file (default: translation.pt in a new temporary folder)")
     parser.add_argument("--out", type=Path, default=RESULTS / "translation.json", help="results file")
     parser.add_argument("--no-bf16", action="store_true", help="train in float32 (no bfloat16 autocast)")
+    parser.add_argument("--device", type=select_device, default=select_device(),
+                        help="cpu, cuda, cuda:N or mps (default: CUDA, then MPS, then the CPU)")
     args = parser.parse_args()
     settings = {**SETTINGS, "bfloat16": SETTINGS["bfloat16"] and not args.no_bf16}
     torch.set_num_threads(args.threads)
@@ -119,7 +122,7 @@ def main() -> None:
     data = prepare(settings)
     src_vocab, tgt_vocab, encoded = data["src_vocab"], data["tgt_vocab"], data["encoded"]
     seed_everything(args.seed)
-    model = make_model(settings, len(src_vocab), len(tgt_vocab))
+    model = make_model(settings, len(src_vocab), len(tgt_vocab)).to(args.device)  # batches follow the model
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], betas=(settings["beta1"],
                                   settings["beta2"]), weight_decay=settings["weight_decay"])
     scheduler = LambdaLR(optimizer, warmup_inverse_sqrt_schedule(settings["warmup_steps"]))
@@ -136,7 +139,7 @@ def main() -> None:
         max_grad_norm=settings["max_grad_norm"],
         on_validation=save, autocast_dtype=torch.bfloat16 if settings["bfloat16"] else None,
     )
-    trained = make_model(settings, len(src_vocab), len(tgt_vocab))  # a fresh model, filled from the file
+    trained = make_model(settings, len(src_vocab), len(tgt_vocab)).to(args.device)  # filled from the file
     extra = load_checkpoint(checkpoint, trained)
     assert extra["updates"] == len(history.train_loss)
 
@@ -173,6 +176,7 @@ def main() -> None:
         "machine": machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "device": str(args.device),
         "load_average": round(load_before, 2),
         "load_average_after": round(os.getloadavg()[0], 2),
         "settings": settings,

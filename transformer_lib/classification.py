@@ -34,7 +34,7 @@ from transformer_lib.attention import check_bool_mask
 from transformer_lib.encoder import Encoder
 from transformer_lib.positional import SinusoidalPositionalEncoding
 from transformer_lib.tokenizer import Tokenizer, pad_batch
-from transformer_lib.training import cosine_schedule
+from transformer_lib.training import _device_of, cosine_schedule
 from transformer_lib.transformer import TokenEmbedding
 
 
@@ -226,7 +226,8 @@ def predict_proba(
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         tokens, mask = pad_batch([sequences[i] for i in rows], pad_id)  # (B, S) each
-        probs[rows] = model(tokens, mask).softmax(dim=-1)  # (B, C)
+        device = _device_of(model)  # the model's device; the probabilities come back to the CPU
+        probs[rows] = model(tokens.to(device), mask.to(device)).softmax(dim=-1).cpu()  # (B, C)
     model.train(was_training)
     return probs
 
@@ -273,8 +274,10 @@ def train_classifier(
             draws = torch.rand(tokens.shape, generator=generator)  # (B, S)
             dropped = (draws < word_dropout) & mask  # (B, S)
             dropped[:, 0] = False  # keep <bos>, the "cls" token
-            logits = model(tokens.masked_fill(dropped, unk_id), mask)  # (B, num_classes)
-            loss = F.cross_entropy(logits, labels)
+            device = _device_of(model)  # the batch goes where the model is (the draws stay on the CPU)
+            tokens, mask = tokens.masked_fill(dropped, unk_id).to(device), mask.to(device)
+            logits = model(tokens, mask)  # (B, num_classes)
+            loss = F.cross_entropy(logits, labels.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)

@@ -191,8 +191,7 @@ def _distributed_step(
     tokens, so the average of their mean losses is not the mean over all tokens: each process scales its
     mean by its share of the global token count (times world_size), and the average becomes exact.
     """
-    batch = Batch(*(t.to(context.device) for t in (batch.src, batch.tgt_in, batch.tgt_out,
-                                                    batch.src_padding_mask, batch.tgt_padding_mask)))
+    batch = batch.to(context.device)
     local_tokens = batch.num_tokens
     tokens = torch.tensor([local_tokens], device=context.device)  # (1,)
     if dist.is_initialized():

@@ -31,7 +31,7 @@ from transformer_lib.decoder import Decoder
 from transformer_lib.generation import _check_int_at_least, _eval_mode, sample_next_token
 from transformer_lib.multihead import KVCache
 from transformer_lib.positional import LearnedPositionalEmbedding
-from transformer_lib.training import cosine_schedule
+from transformer_lib.training import _device_of, cosine_schedule
 from transformer_lib.transformer import _check_token_ids
 
 
@@ -192,9 +192,9 @@ def estimate_loss(
 ) -> float:
     """The mean loss of num_batches random batches of data (nanoGPT's estimate), in eval mode."""
     _check_int_at_least("num_batches", num_batches, 1, "the estimate averages that many batches")
-    context = model.config.max_len
+    context, device = model.config.max_len, _device_of(model)  # batches go where the model is
     with _eval_mode(model):
-        losses = [language_model_loss(model(x), y).item()
+        losses = [language_model_loss(model(x.to(device)), y.to(device)).item()
                   for x, y in (next_token_batch(data, batch_size, context, generator)
                                for _ in range(num_batches))]
     return sum(losses) / num_batches
@@ -280,6 +280,7 @@ def train_language_model(
     model.train()
     for step in range(1, steps + 1):
         x, y = next_token_batch(train_data, batch_size, model.config.max_len, batches)  # (B, T)
+        x, y = x.to(_device_of(model)), y.to(_device_of(model))  # the model's device
         loss = language_model_loss(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

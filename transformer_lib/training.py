@@ -133,6 +133,16 @@ class Batch:
         """The number of real target tokens the decoder predicts: the loss averages over these."""
         return int(self.tgt_padding_mask.sum())
 
+    def to(self, device: torch.device | str) -> "Batch":
+        """The same batch with every tensor on `device` (the tensors themselves if already there)."""
+        return Batch(self.src.to(device), self.tgt_in.to(device), self.tgt_out.to(device),
+                     self.src_padding_mask.to(device), self.tgt_padding_mask.to(device))
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    """The device of the model's parameters (the CPU if it has none): where its inputs must go."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
 
 def make_batch(
     pairs: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int = 0, bos_id: int = 1, eos_id: int = 2
@@ -282,6 +292,7 @@ def train_step(
     Returns the batch's loss as a float. max_grad_norm=None turns clipping off.
     """
     _check_batch(batch, "train_step")
+    batch = batch.to(_device_of(model))  # a model on a GPU gets its batch there
     model.train()
     logits = model(batch.src, batch.tgt_in, batch.src_padding_mask, batch.tgt_padding_mask)  # (B, T, V)
     loss = label_smoothed_cross_entropy(logits, batch.tgt_out, smoothing, ignore_index=pad_id)
@@ -343,10 +354,11 @@ def exact_match_accuracy(
     """The fraction of pairs whose greedy output, up to its first <eos>, equals the target exactly."""
     if len(pairs) == 0:
         raise ValueError("exact_match_accuracy needs at least one (source, target) pair, got an empty split")
-    correct = 0
+    correct, device = 0, _device_of(model)
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         src, src_padding_mask = pad_batch([source for source, _ in chunk], pad_id)  # (B, S), (B, S)
+        src, src_padding_mask = src.to(device), src_padding_mask.to(device)
         longest = max(len(target) for _, target in chunk)
         # Room for the longest target and its <eos>: (B, <= longest + 1).
         output = greedy_decode(model, src, src_padding_mask, longest + 1, bos_id, eos_id, pad_id)
@@ -361,8 +373,9 @@ def evaluate(model: nn.Module, batches: Iterable[Batch], pad_id: int = 0) -> flo
     """The mean cross-entropy per real target token (no smoothing), teacher-forced, in eval mode."""
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    total, count, device = 0.0, 0, _device_of(model)
     for batch in batches:
+        batch = batch.to(device)
         logits = model(batch.src, batch.tgt_in, batch.src_padding_mask, batch.tgt_padding_mask)  # (B, T, V)
         loss = label_smoothed_cross_entropy(logits, batch.tgt_out, 0.0, ignore_index=pad_id)
         total += loss.item() * batch.num_tokens  # a sum over tokens, so batches of any size weigh right
@@ -477,8 +490,9 @@ def load_checkpoint(
     """Load a save_checkpoint file into the given objects, in place, and return its extra values.
 
     Uses torch.load(..., weights_only=True): only tensors and plain containers are rebuilt, no code is run.
+    The tensors are loaded onto the model's device, so a checkpoint saved on a GPU loads on a CPU.
     """
-    checkpoint = torch.load(path, weights_only=True)
+    checkpoint = torch.load(path, map_location=_device_of(model), weights_only=True)
     model.load_state_dict(checkpoint["model"])
     for name, target in (("optimizer", optimizer), ("scheduler", scheduler)):
         if target is not None:

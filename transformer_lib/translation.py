@@ -37,7 +37,7 @@ from tqdm import tqdm
 from transformer_lib.attention import causal_mask
 from transformer_lib.generation import beam_search, generate
 from transformer_lib.tokenizer import Vocabulary, pad_batch
-from transformer_lib.training import Batch, evaluate, make_batch, train_step
+from transformer_lib.training import Batch, _device_of, evaluate, make_batch, train_step
 
 
 def tokenize_13a(text: str, lowercase: bool = False) -> list[str]:
@@ -332,6 +332,7 @@ def translate(
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         src, src_mask = pad_batch([sources[i] for i in chunk], tgt_vocab.pad_id)  # (B, S) each
+        src, src_mask = src.to(_device_of(model)), src_mask.to(_device_of(model))  # the model's device
         max_new_tokens = min(max_len, int(1.5 * src.shape[1]) + 10)
         if beam_size == 1:
             tokens = generate(model, src, src_mask, max_new_tokens, *ids, use_cache=use_cache)  # (B, L)
@@ -390,8 +391,9 @@ def train_translation(
         max_seconds: a budget of training time; the clock stops while validating.
         progress: a text progress bar per pass over the data, moving with every update.
         on_validation: called with the history after each validation (e.g. to save a checkpoint).
-        autocast_dtype: torch.bfloat16 runs each update under CPU autocast (matrix products in
-            bfloat16; weights, gradients and optimizer in float32); None: float32 throughout.
+        autocast_dtype: torch.bfloat16 runs each update under autocast on the model's device
+            (matrix products in bfloat16; weights, gradients and optimizer in float32); None:
+            float32 throughout.
     """
     _check_budget(max_steps, max_seconds)
     if len(valid_pairs) != len(valid_references) or len(valid_pairs) == 0:
@@ -415,7 +417,7 @@ def train_translation(
         out_of_steps = max_steps is not None and len(history.train_loss) >= max_steps
         return out_of_steps or (max_seconds is not None and elapsed >= max_seconds)
 
-    autocast = {"device_type": "cpu", "dtype": autocast_dtype or torch.bfloat16,
+    autocast = {"device_type": _device_of(model).type, "dtype": autocast_dtype or torch.bfloat16,
                 "enabled": autocast_dtype is not None}
     bar_format = "{desc}: {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} updates{postfix}"
     while not finished():

@@ -30,7 +30,7 @@ from transformer_lib.attention import causal_mask
 from transformer_lib.decoder import Decoder
 from transformer_lib.generation import _check_int_at_least, _eval_mode, sample_next_token
 from transformer_lib.multihead import KVCache
-from transformer_lib.positional import LearnedPositionalEmbedding
+from transformer_lib.positional import LearnedPositionalEmbedding, RotaryEmbedding
 from transformer_lib.training import cosine_schedule
 from transformer_lib.transformer import _check_token_ids
 
@@ -49,6 +49,7 @@ class GPTConfig:
     bias: bool = False  # biases of the linear layers: GPT-2 has them, nanoGPT's CPU recipe not
     activation: str = "gelu"  # GPT-2 uses "gelu_tanh", the tanh approximation of GELU
     eps: float = 1e-5  # the layer norms' epsilon (GPT-2's)
+    position: str = "learned"  # "learned": a vector per position (GPT-2); "rope": rotary (chapter 4)
 
     def __post_init__(self) -> None:
         """Fill in d_ff and check that the sizes fit together, so a bad configuration fails here."""
@@ -67,6 +68,11 @@ class GPTConfig:
         p = self.dropout
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {p!r}")
+        if self.position not in ("learned", "rope"):
+            raise ValueError(f"position must be 'learned' or 'rope', got {self.position!r}")
+        if self.position == "rope" and (self.d_model // self.num_heads) % 2 != 0:
+            raise ValueError(f"rope rotates pairs of features: d_head = d_model // num_heads = "
+                             f"{self.d_model // self.num_heads} must be even")
         if self.activation not in ("relu", "gelu", "gelu_tanh"):
             raise ValueError(
                 f"activation must be 'relu', 'gelu' or 'gelu_tanh', got {self.activation!r}"
@@ -102,10 +108,14 @@ class GPT(nn.Module):
             raise TypeError(f"GPT needs a GPTConfig, got {type(config).__name__}")
         self.config = c = config
         self.token_embedding = nn.Embedding(c.vocab_size, c.d_model)  # (V, d_model), not scaled
-        self.positional = LearnedPositionalEmbedding(c.max_len, c.d_model, c.dropout)
+        if c.position == "learned":  # a trained vector per position, added to the token vectors
+            self.positional, rotary = LearnedPositionalEmbedding(c.max_len, c.d_model, c.dropout), None
+        else:  # "rope": nothing to add; every self-attention rotates its queries and keys instead
+            self.positional, rotary = None, RotaryEmbedding(c.d_model // c.num_heads, c.max_len)
+            self.embedding_dropout = nn.Dropout(c.dropout)
         self.decoder = Decoder(
             c.num_layers, c.d_model, c.num_heads, c.d_ff, c.dropout, c.activation, norm_first=True,
-            cross_attention=False, final_norm=True, eps=c.eps, bias=c.bias,
+            cross_attention=False, final_norm=True, eps=c.eps, bias=c.bias, rotary=rotary,
         )
         self.output = nn.Linear(c.d_model, c.vocab_size, bias=False)  # weight (V, d_model)
         self.output.weight = self.token_embedding.weight  # tied: one matrix reads and writes tokens
@@ -149,7 +159,11 @@ class GPT(nn.Module):
             )
         # Query t is position past + t: it may attend to every key up to itself, cached or not.
         mask = causal_mask(past + T, device=tokens.device)[past:]  # (T, past + T)
-        x = self.positional(self.token_embedding(tokens), start=past)  # (B, T, d_model)
+        x = self.token_embedding(tokens)  # (B, T, d_model)
+        if self.positional is not None:
+            x = self.positional(x, start=past)  # plus the vectors of positions past .. past + T - 1
+        else:
+            x = self.embedding_dropout(x)  # rope: the attentions rotate by position, from past on
         out = self.decoder(x, self_attn_mask=mask, cache=cache, need_weights=need_weights)
         if need_weights:
             x, weights, _ = out  # (B, T, d_model), (N, B, H, T, past + T)
@@ -401,6 +415,9 @@ def load_gpt2_state_dict(model: GPT, state_dict: dict[str, Tensor]) -> None:
     if not isinstance(model, GPT):
         raise TypeError(f"model must be a GPT, got {type(model).__name__}")
     c = model.config
+    if c.position != "learned":
+        raise ValueError(f"GPT-2 learns its positions: build the model with position='learned', "
+                         f"not {c.position!r}")
     if not c.bias or c.activation != "gelu_tanh":
         raise ValueError("GPT-2 has biases and the tanh GELU: build the model with bias=True and "
                          f"activation='gelu_tanh' (got bias={c.bias}, activation={c.activation!r})")

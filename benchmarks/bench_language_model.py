@@ -1,18 +1,26 @@
-"""Chapter 13's GPT against a GPT built from PyTorch's own layers: nanoGPT's recipe, step time, sampling.
+"""Chapter 13's GPT against a GPT from PyTorch's own layers: nanoGPT's recipe, seeds, step time, sampling.
 
     python benchmarks/bench_language_model.py          # writes benchmarks/results/language_model.{md,json}
     python benchmarks/bench_language_model.py --quick  # short runs, prints only (a smoke test)
 
 The data and recipe are those of nanoGPT's character-level Shakespeare example for a CPU, as in
-notebooks/13_language_model.ipynb: tiny Shakespeare with chapter 1's CharTokenizer (65 characters and the 4
-special tokens), the first 90% for training and the last 10% for validation, 4 layers, 4 heads, d_model 128,
-context 64, batch 12, dropout 0, no biases in the linear layers, AdamW (lr 1e-3, betas 0.9/0.99, weight decay
-0.1 on matrices), 100 warm-up steps then a cosine down to 1e-4, clipping at 1.0, validation loss = the mean of
-20 random batches.
+notebooks/13_language_model.ipynb: tiny Shakespeare with chapter 1's CharTokenizer less its 4 special tokens
+(the 65 characters, as nanoGPT), the first 90% for training and the last 10% for validation, 4 layers, 4
+heads, d_model 128, context 64, batch 12, dropout 0, no biases (linear layers and layer norms), AdamW (lr
+1e-3, betas 0.9/0.99, weight decay 0.1 on tensors of 2 or more dimensions), 100 warm-up steps then a cosine
+down to 1e-4, clipping at 1.0, validation loss = the mean of 20 random batches.
 
-- Loss versus time: one run of train_language_model with that recipe (2000 updates), the estimates every 250
-  updates with the wall time since the start (evaluations included). nanoGPT's own code reaches validation
-  loss 1.886 with it on this machine in 74 s (2 threads, quiet machine): the goal is <= 1.886.
+- Loss goal, over seeds: the recipe (train_language_model, 2000 updates) with seeds 0, 1, 2 (0 is the
+  chapter's), each with its final 20-batch estimate, the loss over the whole validation text (every character
+  predicted once, windows of 64: no sampling noise) and the wall time. nanoGPT's own code reaches an estimate
+  of 1.886 with it on this machine (one run, its seed 1337): the goal is <= 1.886.
+- nanoGPT's random numbers: our GPT, make_optimizer and next_token_batch driven the way nanoGPT's train.py
+  draws its random numbers (torch.manual_seed(1337), the model's initialization, one global generator for the
+  training batches and the estimates in nanoGPT's order, nanoGPT's warmup (t + 1) / 101), to see whether our
+  code gives nanoGPT's number when it gets nanoGPT's random numbers.
+- Rotary positions: the same recipe with GPTConfig(position="rope"), seed 0.
+- Moonshot: MOONSHOT, a recipe of ours, with the same seeds; the goal is an estimate <= 1.886 in at most half
+  the wall time of the recipe's run with the same seed, measured in the same run of this script.
 - Step time: ours (transformer_lib.language_model.GPT) against TorchGPT, the same network from
   nn.TransformerEncoderLayer(norm_first=True, activation="gelu", bias=False) with a causal mask, the same
   embeddings, initialization and tied output layer (checked first: with copied weights the logits agree). Both
@@ -41,13 +49,14 @@ from transformer_lib.data import load_tiny_shakespeare
 from transformer_lib.language_model import (
     GPT,
     GPTConfig,
+    estimate_loss,
     generate_from_prompt,
     language_model_loss,
     make_optimizer,
     next_token_batch,
     train_language_model,
 )
-from transformer_lib.tokenizer import CharTokenizer
+from transformer_lib.tokenizer import SPECIAL_TOKENS, CharTokenizer
 from transformer_lib.training import cosine_schedule
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -55,7 +64,11 @@ RECIPE = {
     "steps": 2000, "batch_size": 12, "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100, "weight_decay": 0.1,
     "betas": (0.9, 0.99), "max_grad_norm": 1.0, "eval_every": 250, "eval_batches": 20, "seed": 0,
 }
-NANOGPT = {"valid_loss": 1.886, "seconds": 74.0, "ms_per_step": 33.8, "threads": 2}
+NANOGPT = {"valid_loss": 1.886, "seconds": 74.0, "ms_per_step": 33.8, "threads": 2, "seed": 1337}
+SEEDS = (0, 1, 2)
+# Ours, chosen in short trials: rotary positions, a larger learning rate, half the updates.
+MOONSHOT = {"config": {"position": "rope"},
+            "recipe": {"steps": 1000, "lr": 2e-3, "min_lr": 1e-4, "warmup_steps": 50, "eval_every": 250}}
 
 
 class TorchGPT(nn.Module):
@@ -93,7 +106,7 @@ def check_same_function(config: GPTConfig, tokens: torch.Tensor) -> None:
     torch.manual_seed(0)
     ours, theirs = GPT(config).eval(), TorchGPT(config).eval()
     with torch.no_grad():
-        # Our layer norms have a bias, zero at initialization, which TorchGPT's (bias=False) lack.
+        # With bias=False neither model has biases, in the linear layers or the layer norms.
         theirs.token_embedding.weight.copy_(ours.token_embedding.weight)
         theirs.position_embedding.weight.copy_(ours.positional.embedding.weight)
         theirs.norm.weight.copy_(ours.decoder.norm.gain)
@@ -183,34 +196,88 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores"
 
 
+def _run_rows(run: dict) -> list[str]:
+    return [f"| {step} | {train_loss:.3f} | {valid:.3f} | {seconds:.1f} |"
+            for step, train_loss, valid, seconds in zip(run["eval_steps"], run["eval_train_loss"],
+                                                         run["valid_loss"], run["seconds"], strict=True)]
+
+
 def markdown(r: dict) -> str:
-    run = r["recipe_run"]
+    goal = NANOGPT["valid_loss"]
+    recipe, moon = r["recipe_runs"], r["moonshot_runs"]
+    final = [run["valid_loss"][-1] for run in recipe]
     lines = [
         "# Chapter 13: our GPT on nanoGPT's Shakespeare recipe, against a GPT from PyTorch's layers",
         "",
         f"Measured {r['measured']} on {r['machine']} (load average {r['load_average'][0]:.2f} before the "
         f"run, {r['load_average_after'][0]:.2f} after), torch {r['torch']}, **{r['threads']} thread(s)**. "
         f"Generated by `python benchmarks/bench_language_model.py` in {r['seconds']:.0f} s. Model: 4 layers, "
-        f"4 heads, d_model 128, context 64, no biases, {r['parameters']:,} parameters; recipe: nanoGPT's CPU "
-        "setting for character-level Shakespeare (batch 12, 2000 updates, AdamW 1e-3, warmup 100, cosine "
-        "to 1e-4).",
+        f"4 heads, d_model 128, context 64, 65 characters, no biases, {r['parameters']:,} parameters; "
+        "recipe: nanoGPT's CPU setting for character-level Shakespeare (batch 12, 2000 updates, AdamW "
+        "1e-3, warmup 100, cosine to 1e-4). Estimates: the mean loss of 20 random batches; whole text: "
+        "every validation character predicted once, in windows of 64 (no sampling noise).",
         "",
-        "## Loss versus time (one run, estimates of 20 random batches per split)",
+        "## The loss goal, seed by seed",
+        "",
+        "| run | seed | validation estimate (20 batches) | whole validation text | wall time (s) | "
+        "load average |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for run in recipe:
+        lines.append(f"| the recipe | {run['seed']} | {run['valid_loss'][-1]:.3f} | "
+                     f"{run['full_valid_loss']:.3f} | {run['seconds'][-1]:.1f} | {run['load_average']:.2f} |")
+    n = r["nanogpt_order"]
+    lines += [
+        f"| the recipe, mean of {len(recipe)} seeds | | {statistics.mean(final):.3f} | "
+        f"{statistics.mean(run['full_valid_loss'] for run in recipe):.3f} | | |",
+        f"| the recipe with nanoGPT's order of random draws | {n['seed']} | {n['valid_loss'][-1]:.3f} | "
+        f"{n['full_valid_loss']:.3f} | {n['seconds'][-1]:.1f} | {n['load_average']:.2f} |",
+        f"| nanoGPT's own code ({NANOGPT['threads']} threads, quiet machine, not run here) | "
+        f"{NANOGPT['seed']} | {goal:.3f} | | {NANOGPT['seconds']:.0f} | |",
+    ]
+    rope = r["rope_run"]
+    lines += [
+        f"| the recipe with rotary positions (position='rope') | {rope['seed']} | "
+        f"{rope['valid_loss'][-1]:.3f} | {rope['full_valid_loss']:.3f} | {rope['seconds'][-1]:.1f} | "
+        f"{rope['load_average']:.2f} |",
+        "",
+        f"Goal: estimate <= {goal} after the recipe. Met with seed(s) "
+        f"{[run['seed'] for run in recipe if run['valid_loss'][-1] <= goal] or 'none'} of "
+        f"{[run['seed'] for run in recipe]}; the chapter's seed 0: **"
+        f"{'met' if final[0] <= goal else 'not met'}** ({final[0]:.3f}); the mean of the seeds: **"
+        f"{'met' if statistics.mean(final) <= goal else 'not met'}** ({statistics.mean(final):.3f}). "
+        "The 20-batch estimate of one trained model varies by a few hundredths from draw to draw (the "
+        "chapter prints ten draws): compare the whole-text column.",
+        "",
+        "## Moonshot: a recipe of ours in at most half the time",
+        "",
+        f"`MOONSHOT` = `{json.dumps(MOONSHOT)}` (everything else as in the recipe).",
+        "",
+        "| seed | validation estimate | whole validation text | wall time (s) | recipe's time, same seed "
+        f"(s) | time ratio | goal (<= {goal}, ratio <= 0.5) |",
+        "|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for m, run in zip(moon, recipe, strict=True):
+        ratio = m["seconds"][-1] / run["seconds"][-1]
+        met = m["valid_loss"][-1] <= goal and ratio <= 0.5
+        lines.append(f"| {m['seed']} | {m['valid_loss'][-1]:.3f} | {m['full_valid_loss']:.3f} | "
+                     f"{m['seconds'][-1]:.1f} | {run['seconds'][-1]:.1f} | {ratio:.2f} | "
+                     f"{'met' if met else 'not met'} |")
+    lines += [
+        "",
+        "## Loss versus time (seed 0; estimates of 20 random batches, wall time with the estimates)",
+        "",
+        "The recipe:",
         "",
         "| update | train loss | validation loss | wall time (s) |",
         "|---:|---:|---:|---:|",
-    ]
-    for step, train_loss, valid, seconds in zip(run["eval_steps"], run["eval_train_loss"],
-                                                 run["valid_loss"], run["seconds"], strict=True):
-        lines.append(f"| {step} | {train_loss:.3f} | {valid:.3f} | {seconds:.1f} |")
-    lines += [
-        f"| nanoGPT (its own code, {NANOGPT['threads']} threads, quiet machine) | | "
-        f"{NANOGPT['valid_loss']:.3f} | {NANOGPT['seconds']:.0f} |",
+        *_run_rows(recipe[0]),
         "",
-        f"Goal: validation loss <= {NANOGPT['valid_loss']} after the recipe: "
-        f"**{'met' if run['valid_loss'][-1] <= NANOGPT['valid_loss'] else 'not met'}** "
-        f"({run['valid_loss'][-1]:.3f}). Validation loss of the trained model on the whole validation text "
-        f"(non-overlapping windows of 64, no sampling noise): {r['full_valid_loss']:.3f}.",
+        "The moonshot recipe:",
+        "",
+        "| update | train loss | validation loss | wall time (s) |",
+        "|---:|---:|---:|---:|",
+        *_run_rows(moon[0]),
         "",
         "## Time per training update (same batches, interleaved rounds, median)",
         "",
@@ -247,6 +314,67 @@ def full_validation_loss(model: GPT, data: torch.Tensor) -> float:
     return total / n
 
 
+def recipe_run(config: GPTConfig, train_data: torch.Tensor, valid_data: torch.Tensor, recipe: dict,
+               seed: int) -> dict:
+    """A run of train_language_model from torch.manual_seed(seed): its estimates and the whole-text loss."""
+    torch.manual_seed(seed)
+    model = GPT(config)
+    history = train_language_model(model, train_data, valid_data, progress=False, **(recipe | {"seed": seed}))
+    run = {"seed": seed, "eval_steps": history.eval_steps, "eval_train_loss": history.eval_train_loss,
+           "valid_loss": history.valid_loss, "seconds": history.seconds,
+           "full_valid_loss": full_validation_loss(model, valid_data), "load_average": os.getloadavg()[0]}
+    print("seed {seed}: estimate {:.3f}, whole text {:.3f}, {:.1f} s".format(
+        run["valid_loss"][-1], run["full_valid_loss"], run["seconds"][-1], seed=seed), flush=True)
+    return run | {"model": model}
+
+
+def nanogpt_order_run(config: GPTConfig, train_data: torch.Tensor, valid_data: torch.Tensor, steps: int,
+                      seed: int = 1337) -> dict:
+    """The recipe with our pieces, drawing random numbers as nanoGPT's train.py does.
+
+    One global generator, seeded before the model is built, serves the initialization, the training batches
+    and the estimates (20 training and 20 validation batches every 250 updates), in nanoGPT's order: the batch
+    of update t + 1 is drawn right after the forward pass of update t, before any estimate. The learning rate
+    of update t (from 0) is nanoGPT's get_lr(t): warmup (t + 1) / 101 of the peak, then the cosine.
+    """
+    lr, min_lr, warmup = RECIPE["lr"], RECIPE["min_lr"], RECIPE["warmup_steps"]
+
+    def get_lr(t: int) -> float:
+        if t < warmup:
+            return lr * (t + 1) / (warmup + 1)
+        progress = min(1.0, (t - warmup) / (steps - warmup))
+        return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
+
+    torch.manual_seed(seed)
+    model = GPT(config)
+    optimizer = make_optimizer(model, lr, RECIPE["weight_decay"], RECIPE["betas"])
+    B, T = RECIPE["batch_size"], config.max_len
+    run = {"seed": seed, "eval_steps": [], "eval_train_loss": [], "valid_loss": [], "seconds": []}
+    start = time.perf_counter()
+    x, y = next_token_batch(train_data, B, T)  # the global generator, as nanoGPT's get_batch
+    model.train()
+    for t in range(steps + 1):
+        for group in optimizer.param_groups:
+            group["lr"] = get_lr(t)
+        if t % RECIPE["eval_every"] == 0:
+            run["eval_steps"].append(t)
+            for key, part in (("eval_train_loss", train_data), ("valid_loss", valid_data)):
+                run[key].append(estimate_loss(model, part, B, RECIPE["eval_batches"]))
+            run["seconds"].append(time.perf_counter() - start)
+        if t == steps:
+            break
+        loss = language_model_loss(model(x), y)
+        x, y = next_token_batch(train_data, B, T)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), RECIPE["max_grad_norm"])
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    run |= {"full_valid_loss": full_validation_loss(model, valid_data), "load_average": os.getloadavg()[0]}
+    print(f"nanoGPT's order, seed {seed}: estimate {run['valid_loss'][-1]:.3f}, whole text "
+          f"{run['full_valid_loss']:.3f}, {run['seconds'][-1]:.1f} s", flush=True)
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs, print only")
@@ -258,21 +386,29 @@ def main() -> None:
 
     text = load_tiny_shakespeare()
     tokenizer = CharTokenizer.train(text, use_unk=False)
-    data = torch.tensor(tokenizer.encode(text))
+    data = torch.tensor(tokenizer.encode(text)) - len(SPECIAL_TOKENS)  # the 65 characters: ids 0 to 64
     split = int(0.9 * len(data))
     train_data, valid_data = data[:split], data[split:]
-    config = GPTConfig(vocab_size=len(tokenizer.vocab))
+    config = GPTConfig(vocab_size=len(tokenizer.vocab) - len(SPECIAL_TOKENS))
     check_same_function(config, train_data[:128].view(2, 64))
 
-    recipe = RECIPE | ({"steps": 200, "eval_every": 100, "warmup_steps": 10} if args.quick else {})
-    torch.manual_seed(0)
-    model = GPT(config)
-    history = train_language_model(model, train_data, valid_data, progress=False, **recipe)
-    run = {"eval_steps": history.eval_steps, "eval_train_loss": history.eval_train_loss,
-           "valid_loss": history.valid_loss, "seconds": history.seconds}
-    for row in zip(*run.values(), strict=True):
-        print("update {}: train {:.3f}, validation {:.3f}, {:.1f} s".format(*row))
-    full = full_validation_loss(model, valid_data)
+    quick = {"steps": 200, "eval_every": 100, "warmup_steps": 10}
+    recipe = RECIPE | (quick if args.quick else {})
+    seeds = SEEDS[:1] if args.quick else SEEDS
+    recipe_runs = [recipe_run(config, train_data, valid_data, recipe, seed) for seed in seeds]
+    model = recipe_runs[0].pop("model")
+    for run in recipe_runs[1:]:
+        run.pop("model")
+    nanogpt = nanogpt_order_run(config, train_data, valid_data, recipe["steps"], NANOGPT["seed"])
+    rope_config = GPTConfig(vocab_size=config.vocab_size, position="rope")
+    rope = recipe_run(rope_config, train_data, valid_data, recipe, 0)
+    rope.pop("model")
+    moon_config = GPTConfig(vocab_size=config.vocab_size, **MOONSHOT["config"])
+    moon_recipe = recipe | MOONSHOT["recipe"] | ({"steps": 100, "eval_every": 50, "warmup_steps": 5}
+                                                  if args.quick else {})
+    moonshot_runs = [recipe_run(moon_config, train_data, valid_data, moon_recipe, seed) for seed in seeds]
+    for run in moonshot_runs:
+        run.pop("model")
     timing = step_time(config, train_data, rounds=2 if args.quick else 5, steps=10 if args.quick else 40)
     print(f"ms per update: {timing['ms_per_step']}, ratio {timing['ratio']:.2f}")
     torch.manual_seed(0)
@@ -284,10 +420,10 @@ def main() -> None:
         "machine": machine(), "torch": torch.__version__, "threads": args.threads,
         "load_average": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "seconds": time.perf_counter() - started, "recipe": {k: v for k, v in recipe.items()},
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "nanogpt": NANOGPT, "recipe_run": run, "full_valid_loss": full,
-        "step_time": timing, "sampling": sampling,
+        "seconds": time.perf_counter() - started, "recipe": dict(recipe), "moonshot": MOONSHOT,
+        "parameters": sum(p.numel() for p in model.parameters()), "nanogpt": NANOGPT,
+        "recipe_runs": recipe_runs, "nanogpt_order": nanogpt, "rope_run": rope,
+        "moonshot_runs": moonshot_runs, "step_time": timing, "sampling": sampling,
     }
     if args.quick:
         print(markdown(results))

@@ -418,6 +418,35 @@ def test_training_is_reproducible_with_a_seed():
     assert losses[0] == losses[1]
 
 
+def test_training_draws_random_numbers_in_nanogpt_order(monkeypatch):
+    """One generator: the first update's batch, then the estimates of step 0 (train, then validation), then
+    each update draws the next update's batch; and the warmup is nanoGPT's (t + 1) / (warmup + 1)."""
+    data = torch.randint(40, (200,), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = GPT(small_config())
+    initial = GPT(small_config())
+    initial.load_state_dict(model.state_dict())
+    history = train_language_model(model, data, data, steps=3, batch_size=4, warmup_steps=2, eval_every=3,
+                                   eval_batches=1, generator=torch.Generator().manual_seed(7), progress=False)
+    generator = torch.Generator().manual_seed(7)
+    x, y = next_token_batch(data, 4, 16, generator)  # the first update's batch comes first
+    expected = [estimate_loss(initial, data, 4, 1, generator) for _ in range(2)]  # train, then validation
+    assert [history.eval_train_loss[0], history.valid_loss[0]] == pytest.approx(expected, rel=1e-6)
+    with torch.no_grad():
+        first = language_model_loss(initial(x), y).item()
+    assert history.train_loss[0] == pytest.approx(first, rel=1e-6)
+    lrs, original_step = [], torch.optim.AdamW.step
+
+    def record(self, *args, **kwargs):  # the learning rate of each update
+        lrs.append(self.param_groups[0]["lr"])
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", record)
+    train_language_model(GPT(small_config()), data, data, steps=4, lr=1e-3, min_lr=1e-4, warmup_steps=2,
+                         eval_every=4, eval_batches=1, progress=False)
+    assert lrs[:3] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3])  # (t + 1) / 3, then the cosine's peak
+
+
 def test_training_rejects_bad_settings():
     model, data = GPT(small_config()), torch.randint(40, (100,))
     with pytest.raises(ValueError, match="steps must be an int >= 1"):

@@ -252,18 +252,21 @@ def train_language_model(
     max_grad_norm: float | None = 1.0,
     eval_every: int = 250,
     eval_batches: int = 20,
-    seed: int = 0,
+    generator: torch.Generator | None = None,
     on_eval: Callable[[LMHistory, GPT], None] | None = None,
     progress: bool = True,
 ) -> LMHistory:
     """Train on random windows of train_data: AdamW, warmup then cosine to min_lr, clipping.
 
     Estimates both losses (eval_batches random batches each) at step 0, every eval_every updates and
-    at the end.
+    at the end. The random numbers come in the order of nanoGPT's train.py: one generator for the
+    batches and the estimates, each update's batch drawn during the previous update (the first one
+    before the first estimate); after torch.manual_seed(1337) and building the model, a run with
+    generator=None draws nanoGPT's numbers.
 
     Args:
         train_data, valid_data: token ids (N,).
-        seed: seeds the generators of the batches, so that a rerun draws the same windows.
+        generator: for the batches and the estimates; None uses PyTorch's global generator.
         on_eval: called as on_eval(history, model) after each estimate, e.g. to print a sample.
     """
     _check_int_at_least("steps", steps, 1, "it is the number of updates")
@@ -271,8 +274,12 @@ def train_language_model(
     if not 0 <= min_lr <= lr:
         raise ValueError(f"need 0 <= min_lr <= lr, got min_lr={min_lr!r} and lr={lr!r}")
     optimizer = make_optimizer(model, lr, weight_decay, betas)
-    scheduler = LambdaLR(optimizer, cosine_schedule(steps, warmup_steps, min_lr / lr))
-    batches, estimates = (torch.Generator().manual_seed(seed + i) for i in range(2))
+    cosine = cosine_schedule(steps, warmup_steps, min_lr / lr)  # chapter 9's
+
+    def factor(s: int) -> float:  # nanoGPT's warmup reaches the peak one update later than chapter 9's
+        return (s + 1) / (warmup_steps + 1) if s < warmup_steps else cosine(s)
+
+    scheduler = LambdaLR(optimizer, factor)
     history = LMHistory()
     bar = tqdm(total=steps, desc="training", file=sys.stdout, disable=not progress, mininterval=0,
                miniters=steps + 1, maxinterval=math.inf,
@@ -283,18 +290,20 @@ def train_language_model(
         history.eval_steps.append(step)
         splits = ((history.eval_train_loss, train_data), (history.valid_loss, valid_data))
         for losses, part in splits:
-            losses.append(estimate_loss(model, part, batch_size, eval_batches, estimates))
+            losses.append(estimate_loss(model, part, batch_size, eval_batches, generator))
         history.seconds.append(time.perf_counter() - start)
         bar.set_postfix_str(f"train {history.eval_train_loss[-1]:.3f}, "
                             f"valid {history.valid_loss[-1]:.3f}", refresh=False)
         if on_eval is not None:
             on_eval(history, model)
 
+    context = model.config.max_len
+    x, y = next_token_batch(train_data, batch_size, context, generator)  # (B, T): the first batch
     evaluate(0)
     model.train()
     for step in range(1, steps + 1):
-        x, y = next_token_batch(train_data, batch_size, model.config.max_len, batches)  # (B, T)
         loss = language_model_loss(model(x), y)
+        x, y = next_token_batch(train_data, batch_size, context, generator)  # the next update's
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if max_grad_norm is not None:

@@ -30,8 +30,8 @@ class DecoderLayer(nn.Module):
         norm_first: False for post-LN (the paper), True for pre-LN.
         cross_attention: False for a decoder-only block without cross-attention.
         eps: the layer norms' epsilon.
-        bias: whether the attention projections, the feed-forward network and the layer norms have biases
-            (as in torch.nn.TransformerDecoderLayer).
+        bias: whether the attention projections, the feed-forward network and the layer norms have
+            biases (as in torch.nn.TransformerDecoderLayer).
         rotary: chapter 4's RotaryEmbedding for the self-attention's queries and keys, or None.
     """
 
@@ -50,7 +50,9 @@ class DecoderLayer(nn.Module):
     ) -> None:
         super().__init__()
         self.d_model, self.norm_first = d_model, norm_first
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias, rotary=rotary)
+        self.self_attn = MultiHeadAttention(
+            d_model, num_heads, dropout=dropout, bias=bias, rotary=rotary
+        )
         self.self_attn_residual = Residual(d_model, dropout, norm_first, eps, bias)
         self.cross_attn = (
             MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias) if cross_attention else None

@@ -49,7 +49,7 @@ class GPTConfig:
     bias: bool = False  # biases of the linear layers: GPT-2 has them, nanoGPT's CPU recipe not
     activation: str = "gelu"  # GPT-2 uses "gelu_tanh", the tanh approximation of GELU
     eps: float = 1e-5  # the layer norms' epsilon (GPT-2's)
-    position: str = "learned"  # "learned": a vector per position (GPT-2); "rope": rotary (chapter 4)
+    position: str = "learned"  # "learned": a vector per position (GPT-2), "rope": rotary
 
     def __post_init__(self) -> None:
         """Fill in d_ff and check that the sizes fit together, so a bad configuration fails here."""
@@ -109,7 +109,8 @@ class GPT(nn.Module):
         self.config = c = config
         self.token_embedding = nn.Embedding(c.vocab_size, c.d_model)  # (V, d_model), not scaled
         if c.position == "learned":  # a trained vector per position, added to the token vectors
-            self.positional, rotary = LearnedPositionalEmbedding(c.max_len, c.d_model, c.dropout), None
+            rotary = None
+            self.positional = LearnedPositionalEmbedding(c.max_len, c.d_model, c.dropout)
         else:  # "rope": nothing to add; every self-attention rotates its queries and keys instead
             self.positional, rotary = None, RotaryEmbedding(c.d_model // c.num_heads, c.max_len)
             self.embedding_dropout = nn.Dropout(c.dropout)
@@ -276,7 +277,7 @@ def train_language_model(
     optimizer = make_optimizer(model, lr, weight_decay, betas)
     cosine = cosine_schedule(steps, warmup_steps, min_lr / lr)  # chapter 9's
 
-    def factor(s: int) -> float:  # nanoGPT's warmup reaches the peak one update later than chapter 9's
+    def factor(s: int) -> float:  # nanoGPT's warmup: the peak one update later than chapter 9's
         return (s + 1) / (warmup_steps + 1) if s < warmup_steps else cosine(s)
 
     scheduler = LambdaLR(optimizer, factor)

@@ -165,9 +165,9 @@ class MultiHeadAttention(nn.Module):
         num_kv_heads: heads of keys and values, num_heads when None. Fewer (a divisor of num_heads) gives
             grouped-query attention, 1 multi-query attention: each key/value head serves a group of
             num_heads // num_kv_heads query heads, and the key/value cache shrinks by that factor.
-        rotary: for self-attention, a module called as rotary(x, start) on the queries and the new keys
-            (B, H, T, d_head) after the head split, start being the position of the first new token (the
-            cache length): chapter 4's RotaryEmbedding. None adds no positions here.
+        rotary: for self-attention, a module called as rotary(x, start) on the queries and the new
+            keys (B, H, T, d_head) after the head split, start being the position of the first new
+            token (the cache length): chapter 4's RotaryEmbedding. None adds no positions here.
     """
 
     def __init__(
@@ -254,7 +254,7 @@ class MultiHeadAttention(nn.Module):
             q, k, v = self.q_proj(query), self.k_proj(key), self.v_proj(value)  # (B, T or S, d_model)
         q = split_heads(q, self.num_heads)  # (B, H, T, d_head)
         k, v = (split_heads(t, self.num_kv_heads) for t in (k, v))  # (B, H_kv, S_new, d_head) each
-        if self.rotary is not None:  # rotate by position; the cached keys were rotated when computed
+        if self.rotary is not None:  # rotate by position; cached keys were rotated when computed
             start = 0 if cache is None else cache.length  # position of the first new token
             q, k = self.rotary(q, start), self.rotary(k, start)  # shapes unchanged
         if cache is not None:

@@ -107,7 +107,7 @@ class LayerNorm(nn.Module):
     Args:
         d_model: features per token; the statistics are taken over this last dimension.
         eps: added to the variance inside the square root, so a constant token does not divide by zero.
-        bias: learn the offset; False leaves it out (`self.bias` is None), like nn.LayerNorm(bias=False).
+        bias: learn the offset; False leaves it out (self.bias is None), as nn.LayerNorm(bias=False).
     """
 
     def __init__(self, d_model: int, eps: float = 1e-5, bias: bool = True) -> None:

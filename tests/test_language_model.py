@@ -140,8 +140,13 @@ def test_output_layer_is_tied_and_shapes():
     assert model.output.weight is model.token_embedding.weight
     assert model(torch.randint(40, (3, 16))).shape == (3, 16, 40)
     d, V, P, ff = 32, 40, 16, 128
-    expected = V * d + P * d + 2 * (4 * d * d + 2 * d * ff + 4 * d) + 2 * d  # no biases in linear layers
+    expected = V * d + P * d + 2 * (4 * d * d + 2 * d * ff + 2 * d) + d  # no biases, layer norms' gains only
     assert sum(p.numel() for p in model.parameters()) == expected
+    assert not any(name.endswith("bias") for name, _ in model.named_parameters())  # nanoGPT's bias=False
+    with_bias = GPT(small_config(bias=True))
+    assert all(norm.bias is not None for name, norm in with_bias.named_modules() if name.endswith("norm"))
+    rope = GPT(small_config(position="rope"))
+    assert rope.positional is None and sum(p.numel() for p in rope.parameters()) == expected - P * d
 
 
 def test_initialization_follows_gpt2():
@@ -154,10 +159,11 @@ def test_initialization_follows_gpt2():
     assert torch.count_nonzero(layer.feed_forward.linear1.bias) == 0
 
 
+@pytest.mark.parametrize("position", ["learned", "rope"])
 @pytest.mark.parametrize("t", [0, 5, 14])
-def test_logits_at_t_ignore_later_tokens(t):
+def test_logits_at_t_ignore_later_tokens(t, position):
     torch.manual_seed(0)
-    model = GPT(small_config()).eval()
+    model = GPT(small_config(position=position)).eval()
     tokens = torch.randint(40, (2, 16))
     changed = tokens.clone()
     changed[:, t + 1:] = torch.randint(40, changed[:, t + 1:].shape)
@@ -166,10 +172,11 @@ def test_logits_at_t_ignore_later_tokens(t):
         assert not torch.allclose(model(changed)[:, t + 1:], model(tokens)[:, t + 1:])
 
 
+@pytest.mark.parametrize("position", ["learned", "rope"])
 @pytest.mark.parametrize("chunks", [(16,), (1,) * 16, (5, 1, 10), (15, 1)])
-def test_cache_in_chunks_equals_one_pass(chunks):
+def test_cache_in_chunks_equals_one_pass(chunks, position):
     torch.manual_seed(0)
-    model = GPT(small_config(bias=True)).eval()
+    model = GPT(small_config(bias=True, position=position)).eval()
     tokens = torch.randint(40, (2, 16))
     cache, pieces, start = model.new_cache(), [], 0
     for size in chunks:
@@ -199,11 +206,38 @@ def test_dropout_only_in_training_mode():
     ("changes", "message"),
     [({"vocab_size": 0}, "vocab_size must be a positive int"), ({"num_heads": 5}, "not divisible"),
      ({"dropout": 1.0}, "dropout must be in"), ({"activation": "tanh"}, "activation must be"),
-     ({"max_len": 2.5}, "max_len must be a positive int"), ({"num_layers": True}, "num_layers")],
+     ({"max_len": 2.5}, "max_len must be a positive int"), ({"num_layers": True}, "num_layers"),
+     ({"position": "sinusoidal"}, "position must be"),
+     ({"position": "rope", "d_model": 12, "num_heads": 4}, "must be even")],
 )
 def test_config_rejects_bad_values(changes, message):
     with pytest.raises(ValueError, match=message):
         small_config(**changes)
+
+
+def test_rope_positions_are_relative_in_the_model():
+    """With rope, a text read from a later start (after 4 cached tokens that the mask hides) gives the same
+    logits; with learned positions it does not."""
+    torch.manual_seed(0)
+    tokens = torch.randint(40, (2, 8))
+    for position, same in (("rope", True), ("learned", False)):
+        model = GPT(small_config(position=position)).eval()
+        cache = model.new_cache()
+        model(torch.randint(40, (2, 4)), cache=cache)  # positions 0 .. 3
+        mask = torch.cat([torch.zeros(8, 4, dtype=torch.bool), torch.ones(8, 8, dtype=torch.bool).tril()], 1)
+        x = model.token_embedding(tokens)
+        if model.positional is not None:
+            x = model.positional(x, start=4)
+        later = model.output(model.decoder(x, self_attn_mask=mask, cache=cache))
+        assert torch.allclose(later, model(tokens), atol=1e-5) == same
+
+
+def test_gpt2_loader_rejects_rope():
+    theirs, _ = hf_pair()
+    options = {"vocab_size": 50, "max_len": 24, "d_model": 32, "num_heads": 4, "num_layers": 2,
+               "bias": True, "activation": "gelu_tanh", "position": "rope"}
+    with pytest.raises(ValueError, match="position='learned'"):
+        load_gpt2_state_dict(GPT(GPTConfig(**options)), theirs.state_dict())
 
 
 def test_config_fills_d_ff():
@@ -233,11 +267,12 @@ def test_forward_rejects_bad_input():
 # ---------------------------------------------------------------- generation
 
 
+@pytest.mark.parametrize("position", ["learned", "rope"])
 @pytest.mark.parametrize("prompt_length", [1, 5, 20])
-def test_generation_with_and_without_cache_agree_beyond_the_window(prompt_length):
+def test_generation_with_and_without_cache_agree_beyond_the_window(prompt_length, position):
     """40 new tokens with max_len 16: the window jumps several times; the cache never changes the result."""
     torch.manual_seed(0)
-    model = GPT(small_config(bias=True))
+    model = GPT(small_config(bias=True, position=position))
     with torch.no_grad():
         model.token_embedding.weight.mul_(50)  # confident logits: no near-ties between the two paths
     prompt = torch.randint(40, (3, prompt_length))
@@ -381,6 +416,35 @@ def test_training_is_reproducible_with_a_seed():
         losses.append(train_language_model(model, data, data, steps=5, warmup_steps=1, eval_every=5,
                                            eval_batches=1, progress=False).train_loss)
     assert losses[0] == losses[1]
+
+
+def test_training_draws_random_numbers_in_nanogpt_order(monkeypatch):
+    """One generator: the first update's batch, then the estimates of step 0 (train, then validation), then
+    each update draws the next update's batch; and the warmup is nanoGPT's (t + 1) / (warmup + 1)."""
+    data = torch.randint(40, (200,), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = GPT(small_config())
+    initial = GPT(small_config())
+    initial.load_state_dict(model.state_dict())
+    history = train_language_model(model, data, data, steps=3, batch_size=4, warmup_steps=2, eval_every=3,
+                                   eval_batches=1, generator=torch.Generator().manual_seed(7), progress=False)
+    generator = torch.Generator().manual_seed(7)
+    x, y = next_token_batch(data, 4, 16, generator)  # the first update's batch comes first
+    expected = [estimate_loss(initial, data, 4, 1, generator) for _ in range(2)]  # train, then validation
+    assert [history.eval_train_loss[0], history.valid_loss[0]] == pytest.approx(expected, rel=1e-6)
+    with torch.no_grad():
+        first = language_model_loss(initial(x), y).item()
+    assert history.train_loss[0] == pytest.approx(first, rel=1e-6)
+    lrs, original_step = [], torch.optim.AdamW.step
+
+    def record(self, *args, **kwargs):  # the learning rate of each update
+        lrs.append(self.param_groups[0]["lr"])
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", record)
+    train_language_model(GPT(small_config()), data, data, steps=4, lr=1e-3, min_lr=1e-4, warmup_steps=2,
+                         eval_every=4, eval_batches=1, progress=False)
+    assert lrs[:3] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3])  # (t + 1) / 3, then the cosine's peak
 
 
 def test_training_rejects_bad_settings():

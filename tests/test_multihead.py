@@ -16,6 +16,7 @@ from transformer_lib.multihead import (
     merge_heads,
     split_heads,
 )
+from transformer_lib.positional import RotaryEmbedding
 
 D_MODEL, NUM_HEADS = 16, 4
 B, T, S = 3, 5, 7
@@ -397,6 +398,62 @@ def test_static_cache_computes_keys_once_and_reuses_them():
     first_key = cache.key
     layer(query, None, None, key_padding_mask=padding, cache=cache)
     assert cache.key is first_key
+
+
+# --- the rotary hook ----------------------------------------------------------------------------------------
+
+
+def _rotary_layer(seed: int = 0) -> MultiHeadAttention:
+    torch.manual_seed(seed)
+    return MultiHeadAttention(D_MODEL, NUM_HEADS, rotary=RotaryEmbedding(D_MODEL // NUM_HEADS, max_len=64))
+
+
+def test_rotary_rotates_queries_and_keys_by_their_positions():
+    """The weights are softmax(rot(q_t, t) . rot(k_s, s) / sqrt(d_head)), computed here by hand."""
+    layer = _rotary_layer()
+    x = torch.randn(B, T, D_MODEL)
+    _, weights = layer(x, x, x, attn_mask=causal_mask(T), need_weights=True)  # (B, H, T, T)
+    q, k = (split_heads(projection(x), NUM_HEADS) for projection in (layer.q_proj, layer.k_proj))
+    q, k = layer.rotary(q), layer.rotary(k)  # positions 0 .. T - 1
+    scores = q @ k.transpose(-2, -1) / math.sqrt(D_MODEL // NUM_HEADS)  # (B, H, T, T)
+    scores = scores.masked_fill(~causal_mask(T), -math.inf)
+    torch.testing.assert_close(weights, scores.softmax(dim=-1))
+    plain = MultiHeadAttention(D_MODEL, NUM_HEADS)
+    plain.load_state_dict(layer.state_dict())  # the same weights without the hook: other weights
+    assert not torch.allclose(plain(x, x, x, attn_mask=causal_mask(T), need_weights=True)[1], weights)
+
+
+@pytest.mark.parametrize("shift", [1, 7, 40])
+def test_rotary_scores_depend_only_on_relative_positions(shift):
+    """The same tokens at positions shift .. shift + T - 1 (after `shift` cached keys that no query may see)
+    get the same weights and outputs as at positions 0 .. T - 1: RoPE scores depend on t - s only."""
+    layer = _rotary_layer()
+    x = torch.randn(B, T, D_MODEL)
+    out, weights = layer(x, x, x, attn_mask=causal_mask(T), need_weights=True)
+    d_head = D_MODEL // NUM_HEADS
+    cached = (torch.randn(B, NUM_HEADS, shift, d_head) for _ in range(2))  # keys and values of other tokens
+    cache = KVCache(*cached)
+    hidden = torch.zeros(T, shift, dtype=torch.bool)  # the cached positions are masked out
+    mask = torch.cat([hidden, causal_mask(T)], dim=1)  # (T, shift + T)
+    for need_weights in (True, False):
+        cache_copy = KVCache(key=cache.key, value=cache.value)
+        shifted, shifted_weights = layer(x, x, x, attn_mask=mask, cache=cache_copy, need_weights=need_weights)
+        torch.testing.assert_close(shifted, out)
+        if need_weights:
+            torch.testing.assert_close(shifted_weights[..., shift:], weights)
+
+
+@pytest.mark.parametrize("chunks", [[1] * T, [2, 1, 2], [T]])
+def test_rotary_cache_in_chunks_equals_full_causal_attention(chunks):
+    layer = _rotary_layer()
+    x = torch.randn(B, T, D_MODEL)
+    full, _ = layer(x, x, x, attn_mask=causal_mask(T))
+    cache, pieces, start = KVCache(), [], 0
+    for size in chunks:
+        part = x[:, start : start + size]
+        pieces.append(layer(part, part, part, attn_mask=causal_mask(start + size)[start:], cache=cache)[0])
+        start += size
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full)
 
 
 def test_cache_of_wrong_shape_is_rejected():

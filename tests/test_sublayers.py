@@ -256,6 +256,24 @@ def test_layer_norm_of_a_constant_token_is_finite(path: str) -> None:
 
 
 @pytest.mark.parametrize("norm_first", [False, True])
+def test_layer_norm_and_residual_without_bias_match_torch(norm_first: bool) -> None:
+    """bias=False leaves the offset out, as nn.LayerNorm(bias=False): only the gain is learned."""
+    torch.manual_seed(0)
+    ours, theirs = LayerNorm(8, bias=False), nn.LayerNorm(8, bias=False)
+    assert ours.bias is None and [name for name, _ in ours.named_parameters()] == ["gain"]
+    with torch.no_grad():
+        ours.gain.uniform_(0.5, 1.5)
+        theirs.weight.copy_(ours.gain)
+    x = 3 * torch.randn(2, 5, 8) + 1  # (B, T, d_model)
+    torch.testing.assert_close(ours(x), theirs(x))
+    residual = Residual(8, norm_first=norm_first, bias=False)
+    assert residual.norm.bias is None
+    ff = FeedForward(8, 16)
+    expected = x + ff(F.layer_norm(x, (8,))) if norm_first else F.layer_norm(x + ff(x), (8,))
+    torch.testing.assert_close(residual(x, ff), expected)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
 def test_residual_equals_its_formula(norm_first: bool) -> None:
     torch.manual_seed(4)
     block = Residual(8, norm_first=norm_first)

@@ -30,7 +30,9 @@ class DecoderLayer(nn.Module):
         norm_first: False for post-LN (the paper), True for pre-LN.
         cross_attention: False for a decoder-only block without cross-attention.
         eps: the layer norms' epsilon.
-        bias: whether the attention projections and the feed-forward network have biases.
+        bias: whether the attention projections, the feed-forward network and the layer norms have
+            biases (as in torch.nn.TransformerDecoderLayer).
+        rotary: chapter 4's RotaryEmbedding for the self-attention's queries and keys, or None.
     """
 
     def __init__(
@@ -44,17 +46,22 @@ class DecoderLayer(nn.Module):
         cross_attention: bool = True,
         eps: float = 1e-5,
         bias: bool = True,
+        rotary: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.d_model, self.norm_first = d_model, norm_first
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias)
-        self.self_attn_residual = Residual(d_model, dropout, norm_first, eps)
+        self.self_attn = MultiHeadAttention(
+            d_model, num_heads, dropout=dropout, bias=bias, rotary=rotary
+        )
+        self.self_attn_residual = Residual(d_model, dropout, norm_first, eps, bias)
         self.cross_attn = (
             MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias) if cross_attention else None
         )
-        self.cross_attn_residual = Residual(d_model, dropout, norm_first, eps) if cross_attention else None
+        self.cross_attn_residual = (
+            Residual(d_model, dropout, norm_first, eps, bias) if cross_attention else None
+        )
         self.feed_forward = FeedForward(d_model, d_ff, dropout, activation, bias)
-        self.ff_residual = Residual(d_model, dropout, norm_first, eps)
+        self.ff_residual = Residual(d_model, dropout, norm_first, eps, bias)
 
     def new_cache(self) -> dict[str, KVCache]:
         """Empty caches for incremental decoding: "self" grows by one entry a step, "cross" is filled once."""
@@ -259,8 +266,8 @@ class Decoder(nn.Module):
 
     Args:
         num_layers: number of decoder layers, at least 1.
-        d_model, num_heads, d_ff, dropout, activation, norm_first, cross_attention, eps, bias: as in
-            DecoderLayer.
+        d_model, num_heads, d_ff, dropout, activation, norm_first, cross_attention, eps, bias, rotary: as
+            in DecoderLayer (one rotary module serves every layer).
         final_norm: apply a LayerNorm to the last layer's output (as torch.nn.Transformer does).
     """
 
@@ -277,6 +284,7 @@ class Decoder(nn.Module):
         final_norm: bool = True,
         eps: float = 1e-5,
         bias: bool = True,
+        rotary: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if isinstance(num_layers, bool) or not isinstance(num_layers, int):
@@ -288,11 +296,12 @@ class Decoder(nn.Module):
         self.d_model, self.num_layers = d_model, num_layers
         self.layers = nn.ModuleList(
             DecoderLayer(
-                d_model, num_heads, d_ff, dropout, activation, norm_first, cross_attention, eps, bias
+                d_model, num_heads, d_ff, dropout, activation, norm_first, cross_attention, eps, bias,
+                rotary,
             )
             for _ in range(num_layers)
         )
-        self.norm = LayerNorm(d_model, eps=eps) if final_norm else None
+        self.norm = LayerNorm(d_model, eps=eps, bias=bias) if final_norm else None
 
     def new_cache(self) -> list[dict[str, KVCache]]:
         """One empty cache dict per layer (see DecoderLayer.new_cache), for incremental decoding."""

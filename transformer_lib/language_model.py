@@ -30,7 +30,7 @@ from transformer_lib.attention import causal_mask
 from transformer_lib.decoder import Decoder
 from transformer_lib.generation import _check_int_at_least, _eval_mode, sample_next_token
 from transformer_lib.multihead import KVCache
-from transformer_lib.positional import LearnedPositionalEmbedding
+from transformer_lib.positional import LearnedPositionalEmbedding, RotaryEmbedding
 from transformer_lib.training import _device_of, cosine_schedule
 from transformer_lib.transformer import _check_token_ids
 
@@ -49,6 +49,7 @@ class GPTConfig:
     bias: bool = False  # biases of the linear layers: GPT-2 has them, nanoGPT's CPU recipe not
     activation: str = "gelu"  # GPT-2 uses "gelu_tanh", the tanh approximation of GELU
     eps: float = 1e-5  # the layer norms' epsilon (GPT-2's)
+    position: str = "learned"  # "learned": a vector per position (GPT-2), "rope": rotary
 
     def __post_init__(self) -> None:
         """Fill in d_ff and check that the sizes fit together, so a bad configuration fails here."""
@@ -67,6 +68,11 @@ class GPTConfig:
         p = self.dropout
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {p!r}")
+        if self.position not in ("learned", "rope"):
+            raise ValueError(f"position must be 'learned' or 'rope', got {self.position!r}")
+        if self.position == "rope" and (self.d_model // self.num_heads) % 2 != 0:
+            raise ValueError(f"rope rotates pairs of features: d_head = d_model // num_heads = "
+                             f"{self.d_model // self.num_heads} must be even")
         if self.activation not in ("relu", "gelu", "gelu_tanh"):
             raise ValueError(
                 f"activation must be 'relu', 'gelu' or 'gelu_tanh', got {self.activation!r}"
@@ -102,10 +108,15 @@ class GPT(nn.Module):
             raise TypeError(f"GPT needs a GPTConfig, got {type(config).__name__}")
         self.config = c = config
         self.token_embedding = nn.Embedding(c.vocab_size, c.d_model)  # (V, d_model), not scaled
-        self.positional = LearnedPositionalEmbedding(c.max_len, c.d_model, c.dropout)
+        if c.position == "learned":  # a trained vector per position, added to the token vectors
+            rotary = None
+            self.positional = LearnedPositionalEmbedding(c.max_len, c.d_model, c.dropout)
+        else:  # "rope": nothing to add; every self-attention rotates its queries and keys instead
+            self.positional, rotary = None, RotaryEmbedding(c.d_model // c.num_heads, c.max_len)
+            self.embedding_dropout = nn.Dropout(c.dropout)
         self.decoder = Decoder(
             c.num_layers, c.d_model, c.num_heads, c.d_ff, c.dropout, c.activation, norm_first=True,
-            cross_attention=False, final_norm=True, eps=c.eps, bias=c.bias,
+            cross_attention=False, final_norm=True, eps=c.eps, bias=c.bias, rotary=rotary,
         )
         self.output = nn.Linear(c.d_model, c.vocab_size, bias=False)  # weight (V, d_model)
         self.output.weight = self.token_embedding.weight  # tied: one matrix reads and writes tokens
@@ -149,7 +160,11 @@ class GPT(nn.Module):
             )
         # Query t is position past + t: it may attend to every key up to itself, cached or not.
         mask = causal_mask(past + T, device=tokens.device)[past:]  # (T, past + T)
-        x = self.positional(self.token_embedding(tokens), start=past)  # (B, T, d_model)
+        x = self.token_embedding(tokens)  # (B, T, d_model)
+        if self.positional is not None:
+            x = self.positional(x, start=past)  # plus the vectors of positions past .. past + T - 1
+        else:
+            x = self.embedding_dropout(x)  # rope: the attentions rotate by position, from past on
         out = self.decoder(x, self_attn_mask=mask, cache=cache, need_weights=need_weights)
         if need_weights:
             x, weights, _ = out  # (B, T, d_model), (N, B, H, T, past + T)
@@ -238,18 +253,21 @@ def train_language_model(
     max_grad_norm: float | None = 1.0,
     eval_every: int = 250,
     eval_batches: int = 20,
-    seed: int = 0,
+    generator: torch.Generator | None = None,
     on_eval: Callable[[LMHistory, GPT], None] | None = None,
     progress: bool = True,
 ) -> LMHistory:
     """Train on random windows of train_data: AdamW, warmup then cosine to min_lr, clipping.
 
     Estimates both losses (eval_batches random batches each) at step 0, every eval_every updates and
-    at the end.
+    at the end. The random numbers come in the order of nanoGPT's train.py: one generator for the
+    batches and the estimates, each update's batch drawn during the previous update (the first one
+    before the first estimate); after torch.manual_seed(1337) and building the model, a run with
+    generator=None draws nanoGPT's numbers.
 
     Args:
         train_data, valid_data: token ids (N,).
-        seed: seeds the generators of the batches, so that a rerun draws the same windows.
+        generator: for the batches and the estimates; None uses PyTorch's global generator.
         on_eval: called as on_eval(history, model) after each estimate, e.g. to print a sample.
     """
     _check_int_at_least("steps", steps, 1, "it is the number of updates")
@@ -257,8 +275,12 @@ def train_language_model(
     if not 0 <= min_lr <= lr:
         raise ValueError(f"need 0 <= min_lr <= lr, got min_lr={min_lr!r} and lr={lr!r}")
     optimizer = make_optimizer(model, lr, weight_decay, betas)
-    scheduler = LambdaLR(optimizer, cosine_schedule(steps, warmup_steps, min_lr / lr))
-    batches, estimates = (torch.Generator().manual_seed(seed + i) for i in range(2))
+    cosine = cosine_schedule(steps, warmup_steps, min_lr / lr)  # chapter 9's
+
+    def factor(s: int) -> float:  # nanoGPT's warmup: the peak one update later than chapter 9's
+        return (s + 1) / (warmup_steps + 1) if s < warmup_steps else cosine(s)
+
+    scheduler = LambdaLR(optimizer, factor)
     history = LMHistory()
     bar = tqdm(total=steps, desc="training", file=sys.stdout, disable=not progress, mininterval=0,
                miniters=steps + 1, maxinterval=math.inf,
@@ -269,19 +291,20 @@ def train_language_model(
         history.eval_steps.append(step)
         splits = ((history.eval_train_loss, train_data), (history.valid_loss, valid_data))
         for losses, part in splits:
-            losses.append(estimate_loss(model, part, batch_size, eval_batches, estimates))
+            losses.append(estimate_loss(model, part, batch_size, eval_batches, generator))
         history.seconds.append(time.perf_counter() - start)
         bar.set_postfix_str(f"train {history.eval_train_loss[-1]:.3f}, "
                             f"valid {history.valid_loss[-1]:.3f}", refresh=False)
         if on_eval is not None:
             on_eval(history, model)
 
+    context, device = model.config.max_len, _device_of(model)  # batches go where the model is
+    x, y = next_token_batch(train_data, batch_size, context, generator)  # (B, T): the first batch
     evaluate(0)
     model.train()
     for step in range(1, steps + 1):
-        x, y = next_token_batch(train_data, batch_size, model.config.max_len, batches)  # (B, T)
-        x, y = x.to(_device_of(model)), y.to(_device_of(model))  # the model's device
-        loss = language_model_loss(model(x), y)
+        loss = language_model_loss(model(x.to(device)), y.to(device))
+        x, y = next_token_batch(train_data, batch_size, context, generator)  # the next update's
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if max_grad_norm is not None:
@@ -402,6 +425,9 @@ def load_gpt2_state_dict(model: GPT, state_dict: dict[str, Tensor]) -> None:
     if not isinstance(model, GPT):
         raise TypeError(f"model must be a GPT, got {type(model).__name__}")
     c = model.config
+    if c.position != "learned":
+        raise ValueError(f"GPT-2 learns its positions: build the model with position='learned', "
+                         f"not {c.position!r}")
     if not c.bias or c.activation != "gelu_tanh":
         raise ValueError("GPT-2 has biases and the tanh GELU: build the model with bias=True and "
                          f"activation='gelu_tanh' (got bias={c.bias}, activation={c.activation!r})")

@@ -165,11 +165,14 @@ class MultiHeadAttention(nn.Module):
         num_kv_heads: heads of keys and values, num_heads when None. Fewer (a divisor of num_heads) gives
             grouped-query attention, 1 multi-query attention: each key/value head serves a group of
             num_heads // num_kv_heads query heads, and the key/value cache shrinks by that factor.
+        rotary: for self-attention, a module called as rotary(x, start) on the queries and the new
+            keys (B, H, T, d_head) after the head split, start being the position of the first new
+            token (the cache length): chapter 4's RotaryEmbedding. None adds no positions here.
     """
 
     def __init__(
         self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
-        num_kv_heads: int | None = None,
+        num_kv_heads: int | None = None, rotary: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if num_heads < 1 or d_model < 1 or d_model % num_heads != 0:
@@ -197,6 +200,7 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, d_kv, bias=bias)  # W_k
         self.v_proj = nn.Linear(d_model, d_kv, bias=bias)  # W_v
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # W_o: mixes the concatenated heads
+        self.rotary = rotary
 
     def forward(
         self,
@@ -250,6 +254,9 @@ class MultiHeadAttention(nn.Module):
             q, k, v = self.q_proj(query), self.k_proj(key), self.v_proj(value)  # (B, T or S, d_model)
         q = split_heads(q, self.num_heads)  # (B, H, T, d_head)
         k, v = (split_heads(t, self.num_kv_heads) for t in (k, v))  # (B, H_kv, S_new, d_head) each
+        if self.rotary is not None:  # rotate by position; cached keys were rotated when computed
+            start = 0 if cache is None else cache.length  # position of the first new token
+            q, k = self.rotary(q, start), self.rotary(k, start)  # shapes unchanged
         if cache is not None:
             if not cache.static and cache.key is not None:
                 k = torch.cat([cache.key, k], dim=2)  # (B, H_kv, S_cached + S_new, d_head)

@@ -107,16 +107,17 @@ class LayerNorm(nn.Module):
     Args:
         d_model: features per token; the statistics are taken over this last dimension.
         eps: added to the variance inside the square root, so a constant token does not divide by zero.
+        bias: learn the offset; False leaves it out (self.bias is None), as nn.LayerNorm(bias=False).
     """
 
-    def __init__(self, d_model: int, eps: float = 1e-5) -> None:
+    def __init__(self, d_model: int, eps: float = 1e-5, bias: bool = True) -> None:
         super().__init__()
         _check_size("d_model", d_model)
         if not eps > 0:
             raise ValueError(f"eps must be a small positive number such as 1e-5, got {eps!r}")
         self.d_model, self.eps = d_model, eps
         self.gain = nn.Parameter(torch.ones(d_model))
-        self.bias = nn.Parameter(torch.zeros(d_model))
+        self.bias = nn.Parameter(torch.zeros(d_model)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalize x (..., d_model) over its last dimension; same shape out."""
@@ -136,17 +137,19 @@ class Residual(nn.Module):
         dropout: dropout probability on the sub-layer's output (training mode only).
         norm_first: False for post-LN as in Vaswani et al. (2017), True for pre-LN.
         eps: the layer norm's epsilon.
+        bias: whether the layer norm has a bias.
     """
 
     def __init__(
-        self, d_model: int, dropout: float = 0.0, norm_first: bool = False, eps: float = 1e-5
+        self, d_model: int, dropout: float = 0.0, norm_first: bool = False, eps: float = 1e-5,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(norm_first, bool):
             raise ValueError(
                 f"norm_first must be True (pre-LN) or False (post-LN), got {norm_first!r}"
             )
-        self.norm = LayerNorm(d_model, eps=eps)
+        self.norm = LayerNorm(d_model, eps=eps, bias=bias)
         self.dropout = nn.Dropout(dropout)
         self.norm_first = norm_first
 

@@ -12,6 +12,7 @@ scores with sacreBLEU).
 """
 
 import argparse
+import ast
 import json
 import os
 import platform
@@ -39,9 +40,12 @@ from transformer_lib.translation import (
     build_vocabulary,
     corpus_bleu,
     encode_pairs,
+    init_attention_like_torch,
+    set_fused_attention,
     tokenize_13a,
     train_translation,
     translate,
+    warmup_linear_decay,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +55,7 @@ SETTINGS = {
     "lowercase": True, "min_freq": 2, "max_tokens": 1000, "d_model": 256, "num_heads": 4, "num_layers": 2,
     "d_ff": 512, "dropout": 0.0, "lr": 2e-3, "warmup_steps": 200, "beta1": 0.9, "beta2": 0.98,
     "weight_decay": 0.01, "smoothing": 0.1, "max_grad_norm": 1.0, "bfloat16": True,
+    "attention_init": "torch", "fused_attention": False, "schedule": "linear_decay",
 }
 ALPHAS = (0.6, 1.0, 1.4)  # length penalties tried for beam search, on the validation split
 BLEU_DEFINITION = ("corpus BLEU, lower-cased, 13a tokenization, one reference, 'exp' smoothing, n <= 4 "
@@ -90,12 +95,41 @@ def prepare(settings: dict) -> dict:
 
 
 def make_model(settings: dict, src_vocab_size: int, tgt_vocab_size: int) -> Transformer:
-    return Transformer(TransformerConfig(
+    """Chapter 8's Transformer; attention drawn as nn.MultiheadAttention draws it, and on the
+    readable path, when the settings say so."""
+    model = Transformer(TransformerConfig(
         src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, d_model=settings["d_model"],
         num_heads=settings["num_heads"], num_encoder_layers=settings["num_layers"],
         num_decoder_layers=settings["num_layers"], d_ff=settings["d_ff"], dropout=settings["dropout"],
         max_len=128,
     ))
+    if settings["attention_init"] == "torch":
+        init_attention_like_torch(model)
+    set_fused_attention(model, settings["fused_attention"])
+    return model
+
+
+def make_schedule(settings: dict, optimizer: torch.optim.Optimizer) -> dict:
+    """train_translation's scheduler or lr_schedule argument for the settings' schedule."""
+    if settings["schedule"] == "linear_decay":  # warmup, then linear decay to 0 over the budget
+        return {"lr_schedule": warmup_linear_decay(settings["warmup_steps"])}
+    if settings["schedule"] == "inverse_sqrt":
+        return {"scheduler": LambdaLR(optimizer, warmup_inverse_sqrt_schedule(settings["warmup_steps"]))}
+    raise ValueError(f"unknown schedule {settings['schedule']!r}: linear_decay or inverse_sqrt")
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """--set key=value pairs (values as Python literals) checked against SETTINGS."""
+    overrides = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in SETTINGS:
+            raise SystemExit(f"--set {pair}: unknown setting {key!r}; known: {', '.join(SETTINGS)}")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value  # a bare word such as inverse_sqrt
+    return overrides
 
 
 def main() -> None:
@@ -109,8 +143,11 @@ def main() -> None:
                         help="checkpoint file (default: translation.pt in a new temporary folder)")
     parser.add_argument("--out", type=Path, default=RESULTS / "translation.json", help="results file")
     parser.add_argument("--no-bf16", action="store_true", help="train in float32 (no bfloat16 autocast)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one of SETTINGS (for experiments), e.g. --set lr=0.003")
     args = parser.parse_args()
-    settings = {**SETTINGS, "bfloat16": SETTINGS["bfloat16"] and not args.no_bf16}
+    settings = {**SETTINGS, "bfloat16": SETTINGS["bfloat16"] and not args.no_bf16,
+                **parse_overrides(args.set)}
     torch.set_num_threads(args.threads)
     checkpoint = args.checkpoint or Path(tempfile.mkdtemp(prefix="translation-")) / "translation.pt"
     load_before, commit = os.getloadavg()[0], git_commit()
@@ -122,23 +159,30 @@ def main() -> None:
     model = make_model(settings, len(src_vocab), len(tgt_vocab))
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], betas=(settings["beta1"],
                                   settings["beta2"]), weight_decay=settings["weight_decay"])
-    scheduler = LambdaLR(optimizer, warmup_inverse_sqrt_schedule(settings["warmup_steps"]))
+    schedule = make_schedule(settings, optimizer)
     batches = TokenBatches(encoded["train"], settings["max_tokens"], seed=args.seed)
     valid_references = [english for _, english in data["splits"]["val"]]
 
-    def save(history) -> None:
-        save_checkpoint(checkpoint, model, optimizer, scheduler, updates=len(history.train_loss),
-                        training_seconds=history.seconds[-1], settings=settings)
+    best = {"valid_bleu": -1.0}
+
+    def save(history) -> None:  # keep the checkpoint with the best validation BLEU
+        if history.valid_bleu[-1] > best["valid_bleu"]:
+            best.update(valid_bleu=history.valid_bleu[-1], updates=history.valid_steps[-1],
+                        training_seconds=history.valid_seconds[-1])
+            save_checkpoint(checkpoint, model, optimizer, schedule.get("scheduler"),
+                            updates=best["updates"], training_seconds=best["training_seconds"],
+                            valid_bleu=best["valid_bleu"], settings=settings)
 
     history = train_translation(
-        model, optimizer, batches, encoded["val"], valid_references, tgt_vocab, scheduler,
+        model, optimizer, batches, encoded["val"], valid_references, tgt_vocab,
         max_seconds=60 * args.minutes, smoothing=settings["smoothing"],
-        max_grad_norm=settings["max_grad_norm"],
-        on_validation=save, autocast_dtype=torch.bfloat16 if settings["bfloat16"] else None,
+        max_grad_norm=settings["max_grad_norm"], on_validation=save,
+        autocast_dtype=torch.bfloat16 if settings["bfloat16"] else None, **schedule,
     )
     trained = make_model(settings, len(src_vocab), len(tgt_vocab))  # a fresh model, filled from the file
     extra = load_checkpoint(checkpoint, trained)
-    assert extra["updates"] == len(history.train_loss)
+    assert extra["updates"] == best["updates"]
+    print(f"best validation BLEU {best['valid_bleu']:.2f} after {best['updates']} updates: decoding with it")
 
     # The length penalty of beam search is chosen on the validation split, never on the test set.
     valid_sources = [source for source, _ in encoded["val"]]
@@ -181,6 +225,8 @@ def main() -> None:
         "training_seconds": round(history.seconds[-1], 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "updates": len(history.train_loss),
+        "checkpoint": {"updates": best["updates"], "training_seconds": round(best["training_seconds"], 1),
+                       "valid_bleu": round(best["valid_bleu"], 2), "rule": "best validation BLEU"},
         "epochs": round(len(history.train_loss) / len(batches), 2),
         "vocabulary": {"german": len(src_vocab), "english": len(tgt_vocab)},
         "beam_size": args.beam_size,

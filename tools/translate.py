@@ -1,11 +1,13 @@
 """The full run of chapter 12: train German->English translation on Multi30k for a budget of training time.
 
     python tools/translate.py --minutes 5 --threads 2      # what `make translate` runs
+    python tools/translate.py --minutes 2.5 --set lr=0.003 --out /tmp/trial.json   # an experiment
 
 Trains chapter 8's Transformer with chapter 9's recipe (the settings of notebooks/12_translation.ipynb,
-SETTINGS below), validating after every pass over the data; saves a checkpoint after each validation
-(outside the repository by default); loads the final one back with chapter 9's load_checkpoint
-(weights_only=True); translates test_2016_flickr greedily and with beam search; and writes
+SETTINGS below; the learning rate decays to zero over the time budget), validating after every pass over the
+data; keeps the checkpoint with the best validation BLEU (outside the repository by default); loads it back
+with chapter 9's load_checkpoint (weights_only=True); translates test_2016_flickr greedily and with beam
+search (length penalty chosen on the validation split); and writes
 benchmarks/results/translation.json (BLEU, wall time, threads, the exact command, the git commit, the loss
 and BLEU curves) and translation_outputs.json (the test translations, which tests/test_translation.py
 scores with sacreBLEU).

@@ -6,9 +6,10 @@
 
 Both models are built from the same TransformerConfig and trained with the same recipe as `make translate`
 (tools/translate.py: SETTINGS, data, vocabularies, length-grouped batches, chapter 9's train_step with
-bfloat16 autocast, AdamW, the full run's learning-rate schedule): ours is transformer_lib.transformer.Transformer
-with its attention projections drawn as nn.MultiheadAttention draws them (init_attention_like_torch) and, as
-the full run's settings say, on the readable attention path (set_fused_attention; the same function),
+bfloat16 autocast, fused AdamW, the full run's learning-rate schedule): ours is
+transformer_lib.transformer.Transformer with its attention projections drawn as nn.MultiheadAttention draws
+them (init_attention_like_torch) and, as the full run's settings say, on the readable attention path
+(set_fused_attention; the same function),
 theirs is torch.nn.Transformer with the same token embeddings (N(0, 1/d_model), times sqrt(d_model)),
 sinusoidal positions and bias-free output layer (bench_training.TorchSeq2Seq, checked first to compute the
 same function with copied weights). Each trains for the same budget of training time (validation excluded),
@@ -77,7 +78,7 @@ def make_model(name: str, config: TransformerConfig, settings: dict | None = Non
 def make_optimizer(model: torch.nn.Module, settings: dict) -> torch.optim.Optimizer:
     betas = (settings["beta1"], settings["beta2"])
     return torch.optim.AdamW(model.parameters(), lr=settings["lr"], betas=betas,
-                             weight_decay=settings["weight_decay"])
+                             weight_decay=settings["weight_decay"], fused=settings["fused_adamw"])
 
 
 def autocast(settings: dict):

@@ -57,7 +57,7 @@ SETTINGS = {
     "lowercase": True, "min_freq": 2, "max_tokens": 1000, "d_model": 256, "num_heads": 4, "num_layers": 2,
     "d_ff": 512, "dropout": 0.0, "lr": 2e-3, "warmup_steps": 200, "beta1": 0.9, "beta2": 0.98,
     "weight_decay": 0.01, "smoothing": 0.1, "max_grad_norm": 1.0, "bfloat16": True,
-    "attention_init": "torch", "fused_attention": False, "schedule": "linear_decay",
+    "attention_init": "torch", "fused_attention": False, "schedule": "linear_decay", "fused_adamw": True,
 }
 ALPHAS = (0.6, 1.0, 1.4)  # length penalties tried for beam search, on the validation split
 BLEU_DEFINITION = ("corpus BLEU, lower-cased, 13a tokenization, one reference, 'exp' smoothing, n <= 4 "
@@ -160,7 +160,8 @@ def main() -> None:
     seed_everything(args.seed)
     model = make_model(settings, len(src_vocab), len(tgt_vocab))
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], betas=(settings["beta1"],
-                                  settings["beta2"]), weight_decay=settings["weight_decay"])
+                                  settings["beta2"]), weight_decay=settings["weight_decay"],
+                                  fused=settings["fused_adamw"])  # one kernel for all parameters
     schedule = make_schedule(settings, optimizer)
     batches = TokenBatches(encoded["train"], settings["max_tokens"], seed=args.seed)
     valid_references = [english for _, english in data["splits"]["val"]]

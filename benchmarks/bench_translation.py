@@ -6,7 +6,10 @@
 
 Both models are built from the same TransformerConfig and trained with the same recipe as `make translate`
 (tools/translate.py: SETTINGS, data, vocabularies, length-grouped batches, chapter 9's train_step with
-bfloat16 autocast, AdamW, warmup then inverse square root): ours is transformer_lib.transformer.Transformer,
+bfloat16 autocast, fused AdamW, the full run's learning-rate schedule): ours is
+transformer_lib.transformer.Transformer with its attention projections drawn as nn.MultiheadAttention draws
+them (init_attention_like_torch) and, as the full run's settings say, on the readable attention path
+(set_fused_attention; the same function),
 theirs is torch.nn.Transformer with the same token embeddings (N(0, 1/d_model), times sqrt(d_model)),
 sinusoidal positions and bias-free output layer (bench_training.TorchSeq2Seq, checked first to compute the
 same function with copied weights). Each trains for the same budget of training time (validation excluded),
@@ -26,12 +29,18 @@ from pathlib import Path
 
 import torch
 from bench_training import TorchSeq2Seq, check_same_function, machine
-from torch.optim.lr_scheduler import LambdaLR
 
 from transformer_lib.distributed import select_device
-from transformer_lib.training import seed_everything, train_step, warmup_inverse_sqrt_schedule
+from transformer_lib.training import seed_everything, train_step
 from transformer_lib.transformer import Transformer, TransformerConfig
-from transformer_lib.translation import TokenBatches, corpus_bleu, train_translation, translate
+from transformer_lib.translation import (
+    TokenBatches,
+    corpus_bleu,
+    init_attention_like_torch,
+    set_fused_attention,
+    train_translation,
+    translate,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -55,36 +64,42 @@ def make_config(settings: dict, src_vocab_size: int, tgt_vocab_size: int) -> Tra
     )
 
 
-def make_model(name: str, config: TransformerConfig) -> torch.nn.Module:
+def make_model(name: str, config: TransformerConfig, settings: dict | None = None) -> torch.nn.Module:
+    """Ours (with the full run's attention settings), or nn.Transformer with the same embeddings."""
     if name == "ours":
-        return Transformer(config)
+        model = Transformer(config)
+        if settings is not None and settings["attention_init"] == "torch":
+            init_attention_like_torch(model)  # the attention weights drawn as nn.MultiheadAttention's
+        if settings is not None:
+            set_fused_attention(model, settings["fused_attention"])
+        return model
     return TorchSeq2Seq(config, embedding_std=config.d_model**-0.5)
 
 
 def make_optimizer(model: torch.nn.Module, settings: dict) -> torch.optim.Optimizer:
     betas = (settings["beta1"], settings["beta2"])
     return torch.optim.AdamW(model.parameters(), lr=settings["lr"], betas=betas,
-                             weight_decay=settings["weight_decay"])
+                             weight_decay=settings["weight_decay"], fused=settings["fused_adamw"])
 
 
 def autocast(settings: dict, device: torch.device | str = "cpu"):
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=settings["bfloat16"])
 
 
-def train_and_test(name: str, config, settings: dict, data: dict, seconds: float,
+def train_and_test(name: str, config, settings: dict, data: dict, seconds: float, full_run,
                    device: torch.device | str = "cpu") -> dict:
     """One seeded run for `seconds` of training time, then greedy test BLEU."""
     seed_everything(0)
-    model = make_model(name, config).to(device)  # the library moves each batch to the model's device
+    model = make_model(name, config, settings).to(device)  # the library moves each batch there
     optimizer = make_optimizer(model, settings)
-    scheduler = LambdaLR(optimizer, warmup_inverse_sqrt_schedule(settings["warmup_steps"]))
+    schedule = full_run.make_schedule(settings, optimizer)  # the full run's learning-rate schedule
     batches = TokenBatches(data["encoded"]["train"], settings["max_tokens"], seed=0)
     load_before = os.getloadavg()[0]
     history = train_translation(
         model, optimizer, batches, data["encoded"]["val"], [en for _, en in data["splits"]["val"]],
-        data["tgt_vocab"], scheduler, max_seconds=seconds, smoothing=settings["smoothing"],
+        data["tgt_vocab"], max_seconds=seconds, smoothing=settings["smoothing"],
         max_grad_norm=settings["max_grad_norm"], progress=False,
-        autocast_dtype=torch.bfloat16 if settings["bfloat16"] else None,
+        autocast_dtype=torch.bfloat16 if settings["bfloat16"] else None, **schedule,
     )
     sources = [source for source, _ in data["encoded"]["test_2016_flickr"]]
     references = [english for _, english in data["splits"]["test_2016_flickr"]]
@@ -105,7 +120,7 @@ def throughput(config, settings: dict, batches: list, rounds: int,
     runs = {}
     for name in MODELS:
         torch.manual_seed(0)
-        model = make_model(name, config).to(device)
+        model = make_model(name, config, settings).to(device)
         optimizer = make_optimizer(model, settings)
 
         def run(model=model, optimizer=optimizer):
@@ -188,7 +203,7 @@ def main() -> None:
 
     models = {}
     for name in MODELS:
-        models[name] = train_and_test(name, config, settings, data, seconds, args.device)
+        models[name] = train_and_test(name, config, settings, data, seconds, full_run, args.device)
         print(f"{name}: test BLEU {models[name]['bleu']:.2f} after {models[name]['updates']} updates "
               f"({models[name]['training_seconds']:.0f} s)", flush=True)
     speed = throughput(config, settings, fixed, rounds, args.device)

@@ -63,9 +63,11 @@ def _twin(inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
 @pytest.mark.parametrize("kind", ["self", "cross"])
 @pytest.mark.parametrize("masks", ["none", "padding", "causal", "padding+causal"])
 @pytest.mark.parametrize("need_weights", [False, True])
-def test_matches_torch_outputs_and_gradients(kind, masks, need_weights):
+@pytest.mark.parametrize("fused", [True, False])
+def test_matches_torch_outputs_and_gradients(kind, masks, need_weights, fused):
     torch.manual_seed(0)
     ours, theirs = _pair()
+    ours.fused = fused  # False: the readable path even without need_weights
     padding, attn = _masks(kind, masks)
     ours_in = _inputs(kind, requires_grad=True)
     theirs_in = _twin(ours_in)

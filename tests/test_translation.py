@@ -14,9 +14,11 @@ import pytest
 import sacrebleu
 import torch
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from transformer_lib.generation import beam_search, generate
+from transformer_lib.multihead import MultiHeadAttention
 from transformer_lib.tokenizer import Vocabulary
 from transformer_lib.training import Batch, warmup_inverse_sqrt_schedule
 from transformer_lib.transformer import Transformer, TransformerConfig
@@ -32,12 +34,15 @@ from transformer_lib.translation import (
     decode_ids,
     encode_pairs,
     encode_tokens,
+    init_attention_like_torch,
     length_grouped_batches,
     ngram_counts,
     padding_fraction,
+    set_fused_attention,
     tokenize_13a,
     train_translation,
     translate,
+    warmup_linear_decay,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -512,6 +517,103 @@ def test_train_translation_rejects_bad_input(tiny):
         train_translation(*args, valid, references, tiny["vocab"], max_seconds=0)
     with pytest.raises(ValueError, match="as many valid references"):
         train_translation(*args, valid, references[:1], tiny["vocab"], max_steps=1)
+
+
+@pytest.mark.parametrize("warmup", [1, 4, 10])
+def test_warmup_linear_decay_analytic(warmup):
+    factor = warmup_linear_decay(warmup)
+    for updates in range(3 * warmup):
+        for used in (0.0, 0.25, 0.5, 1.0):
+            expected = min(1.0, (updates + 1) / warmup) * (1.0 - used)
+            assert factor(updates, used) == pytest.approx(expected, abs=1e-12)
+    assert factor(10 * warmup, 1.5) == 0.0  # past the budget: never negative
+    with pytest.raises(ValueError, match="warmup_steps must be an int >= 1"):
+        warmup_linear_decay(0)
+
+
+def _tiny_run(**kwargs):
+    torch.manual_seed(0)
+    vocab = Vocabulary([f"w{i}" for i in range(10)])
+    pairs = [([4 + i % 10, 5, 6], [6, 5, 4 + i % 10]) for i in range(60)]
+    config = TransformerConfig(len(vocab), len(vocab), d_model=16, num_heads=2, num_encoder_layers=1,
+                               num_decoder_layers=1, d_ff=32, max_len=16)
+    model = Transformer(config)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    rates = []
+    step = optimizer.step
+
+    def recording_step(*args, **step_kwargs):  # the rate each update actually used
+        rates.append(optimizer.param_groups[0]["lr"])
+        return step(*args, **step_kwargs)
+
+    optimizer.step = recording_step
+    history = train_translation(model, optimizer, TokenBatches(pairs, 40, seed=0), pairs[:4],
+                                ["w0 w1 w2"] * 4, vocab, progress=False, **kwargs)
+    return history, rates
+
+
+@pytest.mark.parametrize("max_steps", [5, 8])
+def test_train_translation_lr_schedule_follows_the_share_of_the_budget(max_steps):
+    history, rates = _tiny_run(max_steps=max_steps, lr_schedule=warmup_linear_decay(2))
+    assert len(rates) == len(history.train_loss) == max_steps
+    expected = [0.5 * min(1.0, (u + 1) / 2) * (1 - u / max_steps) for u in range(max_steps)]
+    assert rates == pytest.approx(expected, abs=1e-12)
+
+
+def test_train_translation_lr_schedule_with_a_time_budget_decays_with_the_clock():
+    history, rates = _tiny_run(max_seconds=0.5, lr_schedule=lambda updates, used: 1.0 - used)
+    assert len(rates) >= 3
+    used = [0.0] + [t / 0.5 for t in history.seconds[:-1]]  # share used before each update
+    assert rates == pytest.approx([0.5 * (1.0 - min(u, 1.0)) for u in used], abs=1e-12)
+
+
+def test_train_translation_rejects_a_scheduler_and_an_lr_schedule(tiny):
+    optimizer = torch.optim.SGD(tiny["model"].parameters(), lr=0.0)
+    scheduler = LambdaLR(optimizer, warmup_inverse_sqrt_schedule(4))
+    with pytest.raises(ValueError, match="not both"):
+        train_translation(tiny["model"], optimizer, tiny["batches"], tiny["encoded"][:2],
+                          [t for _, t in tiny["pairs"][:2]], tiny["vocab"], scheduler, max_steps=1,
+                          lr_schedule=warmup_linear_decay(2))
+
+
+@pytest.mark.parametrize("d_model, num_heads", [(16, 2), (64, 4), (256, 8)])
+def test_init_attention_like_torch_draws_as_nn_multihead_attention(d_model, num_heads):
+    torch.manual_seed(0)
+    config = TransformerConfig(50, 60, d_model=d_model, num_heads=num_heads, num_encoder_layers=2,
+                               num_decoder_layers=1, d_ff=2 * d_model, max_len=16)
+    model = Transformer(config)
+    untouched = {name: p.clone() for name, p in model.named_parameters() if "proj" not in name}
+    assert init_attention_like_torch(model) == 2 + 2  # 2 encoder layers, 1 decoder layer (self + cross)
+    theirs = nn.Transformer(d_model, num_heads, 2, 1, 2 * d_model, batch_first=True)
+    bound = (6.0 / (4 * d_model)) ** 0.5  # Xavier-uniform of the stacked (3 d_model, d_model) matrix
+    their_std = theirs.encoder.layers[0].self_attn.in_proj_weight.std().item()
+    for layer in (m for m in model.modules() if isinstance(m, MultiHeadAttention)):
+        for projection in (layer.q_proj, layer.k_proj, layer.v_proj):
+            assert projection.weight.abs().max() <= bound
+            assert projection.weight.std().item() == pytest.approx(their_std, rel=0.25)
+            assert projection.bias.abs().max() == 0
+        assert layer.out_proj.bias.abs().max() == 0
+    for name, p in model.named_parameters():  # everything else keeps its draw
+        if name in untouched:
+            assert torch.equal(p, untouched[name]), name
+
+
+def test_set_fused_attention_switches_every_layer_and_keeps_the_function(tiny):
+    model, batch = tiny["model"], next(iter(tiny["batches"]))
+    outputs = {}
+    for fused in (True, False):
+        assert set_fused_attention(model, fused) == 3  # encoder self, decoder self and cross
+        assert all(m.fused is fused for m in model.modules() if isinstance(m, MultiHeadAttention))
+        model.zero_grad()
+        logits = model(batch.src, batch.tgt_in, batch.src_padding_mask, batch.tgt_padding_mask)
+        logits.square().mean().backward()
+        outputs[fused] = (logits.detach(), model.output.weight.grad.clone(),
+                          model.encoder.layers[0].self_attn.q_proj.weight.grad.clone())
+    set_fused_attention(model, True)
+    for fused_value, readable_value in zip(outputs[True], outputs[False], strict=True):
+        torch.testing.assert_close(readable_value, fused_value, atol=1e-5, rtol=1e-4)
+    with pytest.raises(TypeError, match="True or False"):
+        set_fused_attention(model, "no")
 
 
 # --- the exercise checker of notebooks/12_translation.ipynb -----------------------------------------

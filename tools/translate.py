@@ -1,17 +1,20 @@
 """The full run of chapter 12: train German->English translation on Multi30k for a budget of training time.
 
     python tools/translate.py --minutes 5 --threads 2      # what `make translate` runs
+    python tools/translate.py --minutes 2.5 --set lr=0.003 --out /tmp/trial.json   # an experiment
 
 Trains chapter 8's Transformer with chapter 9's recipe (the settings of notebooks/12_translation.ipynb,
-SETTINGS below), validating after every pass over the data; saves a checkpoint after each validation
-(outside the repository by default); loads the final one back with chapter 9's load_checkpoint
-(weights_only=True); translates test_2016_flickr greedily and with beam search; and writes
+SETTINGS below; the learning rate decays to zero over the time budget), validating after every pass over the
+data; keeps the checkpoint with the best validation BLEU (outside the repository by default); loads it back
+with chapter 9's load_checkpoint (weights_only=True); translates test_2016_flickr greedily and with beam
+search (length penalty chosen on the validation split); and writes
 benchmarks/results/translation.json (BLEU, wall time, threads, the exact command, the git commit, the loss
 and BLEU curves) and translation_outputs.json (the test translations, which tests/test_translation.py
 scores with sacreBLEU).
 """
 
 import argparse
+import ast
 import json
 import os
 import platform
@@ -40,9 +43,12 @@ from transformer_lib.translation import (
     build_vocabulary,
     corpus_bleu,
     encode_pairs,
+    init_attention_like_torch,
+    set_fused_attention,
     tokenize_13a,
     train_translation,
     translate,
+    warmup_linear_decay,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +58,7 @@ SETTINGS = {
     "lowercase": True, "min_freq": 2, "max_tokens": 1000, "d_model": 256, "num_heads": 4, "num_layers": 2,
     "d_ff": 512, "dropout": 0.0, "lr": 2e-3, "warmup_steps": 200, "beta1": 0.9, "beta2": 0.98,
     "weight_decay": 0.01, "smoothing": 0.1, "max_grad_norm": 1.0, "bfloat16": True,
+    "attention_init": "torch", "fused_attention": False, "schedule": "linear_decay", "fused_adamw": True,
 }
 ALPHAS = (0.6, 1.0, 1.4)  # length penalties tried for beam search, on the validation split
 BLEU_DEFINITION = ("corpus BLEU, lower-cased, 13a tokenization, one reference, 'exp' smoothing, n <= 4 "
@@ -91,12 +98,41 @@ def prepare(settings: dict) -> dict:
 
 
 def make_model(settings: dict, src_vocab_size: int, tgt_vocab_size: int) -> Transformer:
-    return Transformer(TransformerConfig(
+    """Chapter 8's Transformer; attention drawn as nn.MultiheadAttention draws it, and on the
+    readable path, when the settings say so."""
+    model = Transformer(TransformerConfig(
         src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, d_model=settings["d_model"],
         num_heads=settings["num_heads"], num_encoder_layers=settings["num_layers"],
         num_decoder_layers=settings["num_layers"], d_ff=settings["d_ff"], dropout=settings["dropout"],
         max_len=128,
     ))
+    if settings["attention_init"] == "torch":
+        init_attention_like_torch(model)
+    set_fused_attention(model, settings["fused_attention"])
+    return model
+
+
+def make_schedule(settings: dict, optimizer: torch.optim.Optimizer) -> dict:
+    """train_translation's scheduler or lr_schedule argument for the settings' schedule."""
+    if settings["schedule"] == "linear_decay":  # warmup, then linear decay to 0 over the budget
+        return {"lr_schedule": warmup_linear_decay(settings["warmup_steps"])}
+    if settings["schedule"] == "inverse_sqrt":
+        return {"scheduler": LambdaLR(optimizer, warmup_inverse_sqrt_schedule(settings["warmup_steps"]))}
+    raise ValueError(f"unknown schedule {settings['schedule']!r}: linear_decay or inverse_sqrt")
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """--set key=value pairs (values as Python literals) checked against SETTINGS."""
+    overrides = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in SETTINGS:
+            raise SystemExit(f"--set {pair}: unknown setting {key!r}; known: {', '.join(SETTINGS)}")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value  # a bare word such as inverse_sqrt
+    return overrides
 
 
 def main() -> None:
@@ -112,8 +148,11 @@ def main() -> None:
     parser.add_argument("--no-bf16", action="store_true", help="train in float32 (no bfloat16 autocast)")
     parser.add_argument("--device", type=select_device, default=select_device(),
                         help="cpu, cuda, cuda:N or mps (default: CUDA, then MPS, then the CPU)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one of SETTINGS (for experiments), e.g. --set lr=0.003")
     args = parser.parse_args()
-    settings = {**SETTINGS, "bfloat16": SETTINGS["bfloat16"] and not args.no_bf16}
+    settings = {**SETTINGS, "bfloat16": SETTINGS["bfloat16"] and not args.no_bf16,
+                **parse_overrides(args.set)}
     torch.set_num_threads(args.threads)
     checkpoint = args.checkpoint or Path(tempfile.mkdtemp(prefix="translation-")) / "translation.pt"
     load_before, commit = os.getloadavg()[0], git_commit()
@@ -124,24 +163,32 @@ def main() -> None:
     seed_everything(args.seed)
     model = make_model(settings, len(src_vocab), len(tgt_vocab)).to(args.device)  # batches follow the model
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], betas=(settings["beta1"],
-                                  settings["beta2"]), weight_decay=settings["weight_decay"])
-    scheduler = LambdaLR(optimizer, warmup_inverse_sqrt_schedule(settings["warmup_steps"]))
+                                  settings["beta2"]), weight_decay=settings["weight_decay"],
+                                  fused=settings["fused_adamw"])  # one kernel for all parameters
+    schedule = make_schedule(settings, optimizer)
     batches = TokenBatches(encoded["train"], settings["max_tokens"], seed=args.seed)
     valid_references = [english for _, english in data["splits"]["val"]]
 
-    def save(history) -> None:
-        save_checkpoint(checkpoint, model, optimizer, scheduler, updates=len(history.train_loss),
-                        training_seconds=history.seconds[-1], settings=settings)
+    best = {"valid_bleu": -1.0}
+
+    def save(history) -> None:  # keep the checkpoint with the best validation BLEU
+        if history.valid_bleu[-1] > best["valid_bleu"]:
+            best.update(valid_bleu=history.valid_bleu[-1], updates=history.valid_steps[-1],
+                        training_seconds=history.valid_seconds[-1])
+            save_checkpoint(checkpoint, model, optimizer, schedule.get("scheduler"),
+                            updates=best["updates"], training_seconds=best["training_seconds"],
+                            valid_bleu=best["valid_bleu"], settings=settings)
 
     history = train_translation(
-        model, optimizer, batches, encoded["val"], valid_references, tgt_vocab, scheduler,
+        model, optimizer, batches, encoded["val"], valid_references, tgt_vocab,
         max_seconds=60 * args.minutes, smoothing=settings["smoothing"],
-        max_grad_norm=settings["max_grad_norm"],
-        on_validation=save, autocast_dtype=torch.bfloat16 if settings["bfloat16"] else None,
+        max_grad_norm=settings["max_grad_norm"], on_validation=save,
+        autocast_dtype=torch.bfloat16 if settings["bfloat16"] else None, **schedule,
     )
     trained = make_model(settings, len(src_vocab), len(tgt_vocab)).to(args.device)  # filled from the file
     extra = load_checkpoint(checkpoint, trained)
-    assert extra["updates"] == len(history.train_loss)
+    assert extra["updates"] == best["updates"]
+    print(f"best validation BLEU {best['valid_bleu']:.2f} after {best['updates']} updates: decoding with it")
 
     # The length penalty of beam search is chosen on the validation split, never on the test set.
     valid_sources = [source for source, _ in encoded["val"]]
@@ -185,6 +232,8 @@ def main() -> None:
         "training_seconds": round(history.seconds[-1], 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "updates": len(history.train_loss),
+        "checkpoint": {"updates": best["updates"], "training_seconds": round(best["training_seconds"], 1),
+                       "valid_bleu": round(best["valid_bleu"], 2), "rule": "best validation BLEU"},
         "epochs": round(len(history.train_loss) / len(batches), 2),
         "vocabulary": {"german": len(src_vocab), "english": len(tgt_vocab)},
         "beam_size": args.beam_size,

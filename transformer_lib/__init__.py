@@ -143,12 +143,15 @@ from transformer_lib.translation import (
     decode_ids,
     encode_pairs,
     encode_tokens,
+    init_attention_like_torch,
     length_grouped_batches,
     ngram_counts,
     padding_fraction,
+    set_fused_attention,
     tokenize_13a,
     train_translation,
     translate,
+    warmup_linear_decay,
 )
 # Chapter 13. Language modeling
 from transformer_lib.language_model import (
@@ -304,7 +307,10 @@ __all__ = [
     "BleuScore",
     "corpus_bleu",
     "translate",
+    "init_attention_like_torch",
+    "set_fused_attention",
     "TranslationHistory",
+    "warmup_linear_decay",
     "train_translation",
     "cross_attention_weights",
     # Chapter 13. Language modeling

@@ -168,6 +168,11 @@ class MultiHeadAttention(nn.Module):
         rotary: for self-attention, a module called as rotary(x, start) on the queries and the new
             keys (B, H, T, d_head) after the head split, start being the position of the first new
             token (the cache length): chapter 4's RotaryEmbedding. None adds no positions here.
+
+    Attributes:
+        fused: True (the default) computes attention with PyTorch's fused function unless the weights are
+            asked for; False always takes the readable path, which is faster for short sequences on some
+            CPUs (chapter 12 measures it). Both compute the same function.
     """
 
     def __init__(
@@ -196,6 +201,7 @@ class MultiHeadAttention(nn.Module):
         self.num_kv_heads = num_kv_heads
         d_kv = num_kv_heads * self.d_head  # width of the keys and values: d_model unless grouped
         self.dropout = dropout
+        self.fused = True  # see Attributes
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)  # W_q: all heads' query projections side by side
         self.k_proj = nn.Linear(d_model, d_kv, bias=bias)  # W_k
         self.v_proj = nn.Linear(d_model, d_kv, bias=bias)  # W_v
@@ -231,8 +237,9 @@ class MultiHeadAttention(nn.Module):
         B, H, T, _ = q.shape  # batch, heads, queries, head features
         mask = _merge_masks(key_padding_mask, attn_mask, (B, H, T, k.shape[-2]))  # broadcasts to (B, H, T, S)
         dropout_p = self.dropout if self.training else 0.0
-        if need_weights:  # readable path; weights (B, H, T, S)
+        if need_weights or not self.fused:  # readable path; weights (B, H, T, S)
             out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p)  # (B, H, T, d_head)
+            weights = weights if need_weights else None
         else:
             out, weights = _fused_attention(q, k, v, mask, dropout_p), None  # (B, H, T, d_head)
         return self.out_proj(merge_heads(out)), weights  # (B, T, d_model)

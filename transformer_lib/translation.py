@@ -16,7 +16,10 @@ __all__ = [
     "BleuScore",
     "corpus_bleu",
     "translate",
+    "init_attention_like_torch",
+    "set_fused_attention",
     "TranslationHistory",
+    "warmup_linear_decay",
     "train_translation",
     "cross_attention_weights",
 ]
@@ -36,6 +39,7 @@ from tqdm import tqdm
 
 from transformer_lib.attention import causal_mask
 from transformer_lib.generation import beam_search, generate
+from transformer_lib.multihead import MultiHeadAttention
 from transformer_lib.tokenizer import Vocabulary, pad_batch
 from transformer_lib.training import Batch, _device_of, evaluate, make_batch, train_step
 
@@ -345,6 +349,40 @@ def translate(
     return outputs
 
 
+@torch.no_grad()
+def init_attention_like_torch(model: nn.Module) -> int:
+    """Re-draw the attention projections of `model` as nn.MultiheadAttention draws them, in place.
+
+    PyTorch stacks W_q, W_k and W_v into one (3 d_model, d_model) matrix and draws it Xavier-uniform,
+    so each gets the bound sqrt(6 / (4 d_model)) rather than the sqrt(6 / (2 d_model)) of a square
+    matrix drawn alone; the projection biases start at zero. W_o keeps its Xavier-uniform draw.
+    Returns the number of MultiHeadAttention layers changed.
+    """
+    layers = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
+    for layer in layers:
+        projections = (layer.q_proj, layer.k_proj, layer.v_proj)
+        fan_out = sum(p.out_features for p in projections)  # 3 d_model (less with grouped queries)
+        bound = math.sqrt(6.0 / (layer.d_model + fan_out))
+        for projection in projections:
+            nn.init.uniform_(projection.weight, -bound, bound)
+        for projection in (*projections, layer.out_proj):
+            if projection.bias is not None:
+                nn.init.zeros_(projection.bias)
+    return len(layers)
+
+
+def set_fused_attention(model: nn.Module, fused: bool) -> int:
+    """Switch every MultiHeadAttention of `model` to PyTorch's fused attention (True) or to the
+    readable path of matrix products and a softmax (False). Both compute the same function; which
+    is faster depends on the sequence lengths and the machine. Returns the number of layers."""
+    if not isinstance(fused, bool):
+        raise TypeError(f"fused must be True or False, got {fused!r}")
+    layers = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
+    for layer in layers:
+        layer.fused = fused
+    return len(layers)
+
+
 @dataclass
 class TranslationHistory:
     """What train_translation records: each update's loss and clock, each validation's results."""
@@ -367,6 +405,22 @@ def _check_budget(max_steps: int | None, max_seconds: float | None) -> None:
         raise ValueError(f"max_seconds must be > 0, got {max_seconds!r}")
 
 
+def warmup_linear_decay(warmup_steps: int) -> Callable[[int, float], float]:
+    """An lr_schedule for train_translation: linear warmup over warmup_steps updates, times a
+    linear decay from 1 at the start of the budget to 0 at its end.
+
+    The decay follows the share of the budget used, not the update count, so with a budget of
+    training time the rate reaches 0 exactly when the time runs out, however fast the machine is.
+    """
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 1:
+        raise ValueError(f"warmup_steps must be an int >= 1, got {warmup_steps!r}")
+
+    def factor(updates: int, used: float) -> float:
+        return min(1.0, (updates + 1) / warmup_steps) * max(0.0, 1.0 - used)
+
+    return factor
+
+
 def train_translation(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -382,6 +436,7 @@ def train_translation(
     progress: bool = True,
     on_validation: Callable[[TranslationHistory], None] | None = None,
     autocast_dtype: torch.dtype | None = None,
+    lr_schedule: Callable[[int, float], float] | None = None,
 ) -> TranslationHistory:
     """Train with chapter 9's train_step for max_steps updates or max_seconds of training time,
     whichever ends first; validate (loss, greedy BLEU) after every pass and at the end.
@@ -394,8 +449,14 @@ def train_translation(
         autocast_dtype: torch.bfloat16 runs each update under autocast on the model's device
             (matrix products in bfloat16; weights, gradients and optimizer in float32); None:
             float32 throughout.
+        lr_schedule: instead of a scheduler, a function of (updates done, share of the budget
+            used, from 0 to 1) giving each update's learning rate as a multiple of the optimizer's
+            initial one. The share is the larger of updates / max_steps and training time /
+            max_seconds. Example: warmup_linear_decay(200).
     """
     _check_budget(max_steps, max_seconds)
+    if scheduler is not None and lr_schedule is not None:
+        raise ValueError("give a scheduler or an lr_schedule, not both: each sets the learning rate")
     if len(valid_pairs) != len(valid_references) or len(valid_pairs) == 0:
         raise ValueError(f"need as many valid references ({len(valid_references)}) as valid pairs "
                          f"({len(valid_pairs)}), at least one")
@@ -403,6 +464,12 @@ def train_translation(
     valid_batches = [make_batch(valid_pairs[i : i + 256], pad_id, bos_id, eos_id)
                      for i in range(0, len(valid_pairs), 256)]
     history, elapsed, epoch = TranslationHistory(), 0.0, 0
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+
+    def budget_used() -> float:
+        shares = [len(history.train_loss) / max_steps if max_steps is not None else 0.0,
+                  elapsed / max_seconds if max_seconds is not None else 0.0]
+        return min(1.0, max(shares))
 
     def validate() -> None:
         history.valid_steps.append(len(history.train_loss))
@@ -426,6 +493,10 @@ def train_translation(
                    file=sys.stdout, disable=not progress, mininterval=2.0)
         for batch in train_batches:
             start = time.perf_counter()
+            if lr_schedule is not None:
+                factor = lr_schedule(len(history.train_loss), budget_used())
+                for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
+                    group["lr"] = base_lr * factor
             with torch.autocast(**autocast):
                 loss = train_step(model, batch, optimizer, scheduler, smoothing, max_grad_norm,
                                   pad_id)

@@ -11,10 +11,15 @@
   output components instead of the combined `tex-chtml.js`; rarer TeX packages load on first use.
   sphinx-design's stylesheet and tab script (55 KB) are left out of pages that use none of its components.
 - Numbering: Sphinx numbers exercises and figures across the whole book (chapter 10 had exercises 35-38). Here
-  they restart in every chapter and carry its number: Exercise 10.3, Fig. 10.2. References by label
+  they restart in every chapter and carry its number: Exercise 10.3, Figure 10.2. References by label
   ({numref}`ex-...`) show the same number, so prose and exercise cannot drift apart.
+- Figures stay legible on a phone: each SVG image gets, as `--course-min-width`, the width at which its
+  smallest text (matplotlib writes `font-size: 10px` in the SVG's own units) renders at 8 CSS px;
+  `static/course.css` keeps the image at least that wide on screen and lets it scroll sideways in its own box,
+  so tick labels are never shrunk to 4-6 px while the page itself never scrolls sideways. Print is left alone.
 """
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -159,12 +164,52 @@ def _trim_fontawesome(outdir: Path) -> None:
     styles.write_text("".join(faces + kept), encoding="utf-8")
 
 
+# The smallest text a figure may show on screen, in CSS px.
+MIN_TEXT_PX = 8
+SVG_IMAGE = re.compile(r'<img (?![^>]*--course-min-width)[^>]*src="(?P<src>[^"]*_images/[^"]+\.svg)"[^>]*>')
+SVG_FONT_SIZE = re.compile(r'font-size(?::\s*|=")(\d+(?:\.\d+)?)|font:\s*(?:[a-z-]+\s+)*(\d+(?:\.\d+)?)px')
+SVG_VIEWBOX = re.compile(r'<svg[^>]*\sviewBox="\s*[-\d.]+[\s,]+[-\d.]+[\s,]+([\d.]+)')
+SVG_WIDTH = re.compile(r'<svg[^>]*\swidth="([\d.]+)')
+
+
+def svg_text_scale(svg: str) -> tuple[float, float] | None:
+    """(smallest font size, width) of an SVG, both in its own user units; None if it has no text or width."""
+    sizes = [float(a or b) for a, b in SVG_FONT_SIZE.findall(svg)]
+    width = SVG_VIEWBOX.search(svg) or SVG_WIDTH.search(svg)
+    if not sizes or width is None or min(sizes) <= 0:
+        return None
+    return min(sizes), float(width.group(1))
+
+
+def _legible_figures(page: Path, text: str) -> str:
+    """Give each SVG figure of a page the width at which its text stays readable (module docstring)."""
+
+    def widen(match: re.Match) -> str:
+        source = (page.parent / match.group("src")).resolve()
+        try:
+            scale = svg_text_scale(source.read_text(encoding="utf-8", errors="ignore"))
+        except OSError:
+            return match.group(0)
+        if scale is None:
+            return match.group(0)
+        smallest, width = scale
+        min_width = math.ceil(width * MIN_TEXT_PX / smallest)
+        tag, style = match.group(0), f"--course-min-width: {min_width}px"
+        if ' style="' in tag:
+            tag = tag.replace(' style="', f' style="{style}; ', 1)
+        else:
+            tag = tag[:4] + f' style="{style}"' + tag[4:]
+        return f'<span class="course-figure-scroll">{tag}</span>'
+
+    return SVG_IMAGE.sub(widen, text)
+
+
 def _lighten_pages(app: Sphinx, exception: Exception | None) -> None:
     if exception is not None or app.builder.format != "html":
         return
     for page in Path(app.outdir).rglob("*.html"):
         text = page.read_text(encoding="utf-8")
-        lighter = FONT_PRELOAD.sub("", FONTAWESOME_SCRIPT.sub("", text))
+        lighter = _legible_figures(page, FONT_PRELOAD.sub("", FONTAWESOME_SCRIPT.sub("", text)))
         if lighter != text:
             page.write_text(lighter, encoding="utf-8")
     _trim_fontawesome(Path(app.outdir))

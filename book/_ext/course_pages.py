@@ -13,12 +13,16 @@
 - Numbering: Sphinx numbers exercises and figures across the whole book (chapter 10 had exercises 35-38). Here
   they restart in every chapter and carry its number: Exercise 10.3, Fig. 10.2. References by label
   ({numref}`ex-...`) show the same number, so prose and exercise cannot drift apart.
+- Plain-markdown wrappers: the notebooks hide exercise and solution directives from plain Jupyter markdown
+  (Colab, GitHub) in `<div hidden>` and fold solutions in `<details>` (tools/notebook_tags.py). The book has
+  its own exercise boxes and folded solutions, so those HTML tags are taken out of its pages.
 """
 
 import re
 from pathlib import Path
 from typing import Any
 
+from docutils import nodes
 from sphinx.application import Sphinx
 
 STATIC = Path(__file__).parent / "static"
@@ -180,10 +184,22 @@ def _register_singlehtml_visitors(app: Sphinx) -> None:
     app.add_node(HideCodeCellNode, override=True, html=visitors, singlehtml=visitors)
 
 
+# The HTML tags that tools/notebook_tags.py writes around exercises and solutions, each a raw node of its own.
+PLAIN_MARKDOWN_TAG = re.compile(r"^\s*(?:<div hidden>|</div>|<details><summary>[^<]*</summary>|</details>)\s*$")
+
+
+def _drop_plain_markdown_wrappers(app: Sphinx, doctree: nodes.document) -> None:
+    """Remove the `<div hidden>` and `<details>` tags that only plain-markdown renderers need."""
+    for node in list(doctree.findall(nodes.raw)):
+        if "html" in node.get("format", "").split() and PLAIN_MARKDOWN_TAG.match(node.astext()):
+            node.parent.remove(node)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     _register_singlehtml_visitors(app)
     app.connect("builder-inited", _configure, priority=900)
     app.connect("env-get-updated", _number_per_chapter, priority=900)
+    app.connect("doctree-read", _drop_plain_markdown_wrappers)
     app.connect("html-page-context", _drop_mathjax_without_math, priority=900)
     app.connect("html-page-context", _drop_sphinx_design_where_unused, priority=900)
     app.connect("build-finished", _lighten_pages)

@@ -185,7 +185,9 @@ def _register_singlehtml_visitors(app: Sphinx) -> None:
 
 
 # The HTML tags that tools/notebook_tags.py writes around exercises and solutions, each a raw node of its own.
-PLAIN_MARKDOWN_TAG = re.compile(r"^\s*(?:<div hidden>|</div>|<details><summary>[^<]*</summary>|</details>)\s*$")
+PLAIN_MARKDOWN_TAG = re.compile(
+    r"^\s*(?:<div hidden>|</div>|<details><summary>[^<]*</summary>|</details>)\s*$"
+)
 
 
 def _drop_plain_markdown_wrappers(app: Sphinx, doctree: nodes.document) -> None:

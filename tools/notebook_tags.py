@@ -8,6 +8,8 @@ rewrites a notebook so that:
 - a line `# NBVAL_IGNORE_OUTPUT` (or another nbval marker) becomes nbval's tag (`nbval-ignore-output`, ...);
 - the Colab install cell (`%pip install` of the course library) gets the tag `remove-cell`, so the book leaves
   it out while Colab and JupyterLab still run it;
+- a cell that defines an exercise's checker (`def check_...`, not exported to the chapter's module) gets the
+  tags `hide-input` and `exercise-checker` (tools/export.py writes it to `transformer_lib/exercises/`);
 - a checker cell (tag `hide-input`: it holds reference answers) is also collapsed in JupyterLab
   (`metadata.jupyter.source_hidden`), like the solution cells;
 - in the prose, "chapter N" becomes a link to chapter N's notebook (and "chapters N and M" links each number),
@@ -54,6 +56,9 @@ METADATA_KEY = "transformer_lib"
 EXPORT_TAG = "export"
 INSTALL_TAG = "remove-cell"
 CHECKER_TAG = "hide-input"
+# A cell that defines an exercise's automatic checker (`def check_...`): tools/export.py writes it to
+# transformer_lib/exercises/, and it is folded like every cell that holds reference answers.
+EXERCISE_CHECKER_TAG = "exercise-checker"
 DEFAULT_EXP = re.compile(r"^#\|\s*default_exp\s+(\S+)\s*$")
 EXPORT = re.compile(r"^#\|\s*export\s*$")
 # nbval's comment markers and the cell tags it reads for them (nbval/plugin.py: metadata_tags).
@@ -236,6 +241,14 @@ def _top_level_names(source: str) -> set[str]:
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             names.add(node.target.id)
     return names
+
+
+def _top_level_functions(source: str) -> list[str]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    return [node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
 
 
 def solution_name(name: str) -> str:
@@ -624,6 +637,10 @@ def transform(notebook: dict, files: dict[int, str] | None = None, this: int | N
             _set_source(cell, text)
         if is_install_cell(text):
             _add_tag(cell, INSTALL_TAG)
+        tags = cell.get("metadata", {}).get("tags", [])
+        if EXPORT_TAG not in tags and any(name.startswith("check_") for name in _top_level_functions(text)):
+            _add_tag(cell, CHECKER_TAG)
+            _add_tag(cell, EXERCISE_CHECKER_TAG)
         if CHECKER_TAG in cell.get("metadata", {}).get("tags", []):
             cell["metadata"].setdefault("jupyter", {})["source_hidden"] = True
     return notebook

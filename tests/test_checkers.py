@@ -1,8 +1,9 @@
-"""The exercise checkers of the notebooks tell the truth.
+"""The exercise checkers of the notebooks tell the truth, and a learner can import every one of them.
 
-Each checker is loaded from its notebook without running the notebook (its imports and its top-level
-functions and classes only), then fed typical wrong answers, each of which must get the diagnosis of its
-own mistake, and one correct answer written differently from the notebook's solution, which must pass.
+The checkers are imported the way a learner imports them, from `transformer_lib.exercises` (tools/export.py
+writes them there from each notebook's cells tagged `exercise-checker`), then fed typical wrong answers, each
+of which must get the diagnosis of its own mistake, and one correct answer written differently from the
+notebook's solution, which must pass.
 """
 
 import ast
@@ -17,45 +18,51 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import transformer_lib.exercises
+from transformer_lib.tokenizer import pad_batch
+
 ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-@functools.cache
-def _definitions(stem: str) -> tuple[str, list[str]]:
-    """The module a notebook writes, and the source of its non-exported imports, functions and classes."""
-    notebook = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())
-    module, sources = None, []
+def _module(stem: str) -> str:
+    metadata = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())["metadata"]
+    return metadata["transformer_lib"]["module"]
+
+
+def load(stem: str) -> dict:
+    """The checkers of notebook `stem`, as `from transformer_lib.exercises import ...` gives them."""
+    chapter = importlib.import_module(f"transformer_lib.exercises.{_module(stem)}")
+    return {name: getattr(transformer_lib.exercises, name) for name in chapter.__all__}
+
+
+def _notebook_checkers(path: Path) -> list[str]:
+    """The `check_*` functions that a notebook's cells define (outside the chapter's own module)."""
+    notebook = json.loads(path.read_text())
+    names = []
     for cell in notebook["cells"]:
-        source = "".join(cell["source"])
-        if cell["cell_type"] != "code":
-            continue
-        if source.startswith("#| default_exp"):
-            module = source.split()[2]
-            continue
-        if source.startswith("#| export"):
+        if cell["cell_type"] != "code" or "export" in cell["metadata"].get("tags", []):
             continue
         try:
-            tree = ast.parse(source)
+            tree = ast.parse("".join(cell["source"]))
         except SyntaxError:  # an IPython magic
             continue
-        kept = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom | ast.FunctionDef
-                                                         | ast.ClassDef)]
-        sources += [ast.get_source_segment(source, node, padded=True) for node in kept]
-    assert module is not None, stem
-    return module, sources
+        names += [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("check_")]
+    return names
 
 
-def load(stem: str, **globals_) -> dict:
-    """A namespace holding the library module of notebook `stem`, then the notebook's own definitions."""
-    module, sources = _definitions(stem)
-    namespace = dict(vars(importlib.import_module(f"transformer_lib.{module}")))
-    namespace.update(__name__=f"notebook_{stem}", **globals_)
-    for source in sources:
-        try:
-            exec(compile(source, f"{stem}.ipynb", "exec"), namespace)
-        except NameError:  # a definition whose defaults need a global the notebook computes: not a checker's
-            pass
-    return namespace
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_checker_is_importable_from_one_place(path):
+    names = _notebook_checkers(path)
+    chapter = importlib.import_module(f"transformer_lib.exercises.{_module(path.stem)}") if names else None
+    for name in names:
+        assert name in transformer_lib.exercises.__all__, f"{name} ({path.name}) is not importable"
+        assert getattr(transformer_lib.exercises, name) is getattr(chapter, name)
+
+
+def test_a_checker_that_needs_the_notebooks_model_says_so():
+    with pytest.raises(ValueError, match="needs the trained model"):
+        transformer_lib.exercises.check_cached_greedy(lambda *args: None)
 
 
 def run(checker, *answers, capsys) -> str:
@@ -686,7 +693,7 @@ def test_check_shift(ch9, capsys, answer, diagnosis):
 
 def test_check_shift_accepts_a_different_correct_answer(ch9, capsys):
     def answer(targets, bos_id, eos_id, pad_id):
-        ids, _ = ch9["pad_batch"]([[bos_id, *t, eos_id] for t in targets], pad_id)  # (B, T + 1)
+        ids, _ = pad_batch([[bos_id, *t, eos_id] for t in targets], pad_id)  # (B, T + 1)
         return ids[:, :-1].masked_fill(ids[:, :-1] == eos_id, pad_id), ids[:, 1:]
 
     assert run(ch9["check_shift"], answer, capsys=capsys).startswith("Correct")
@@ -705,7 +712,12 @@ def ch10():
     lengths = torch.tensor([6, 3, 5, 1, 6, 2, 4, 6])
     src = torch.randint(4, 14, (8, 6), generator=torch.Generator().manual_seed(1))
     mask = torch.arange(6) < lengths[:, None]  # (8, 6): most sources are padded
-    return load("10_decoding", model=model, test_src=src.masked_fill(~mask, 0), test_mask=mask, BOS_ID=1)
+    checkers = load("10_decoding")
+    checkers["check_cached_greedy"] = functools.partial(
+        checkers["check_cached_greedy"], model=model, src=src.masked_fill(~mask, 0), src_padding_mask=mask,
+        bos_id=1,
+    )
+    return checkers
 
 
 def _nucleus(probs, p, keep_if=lambda before, running, p: before < p, sort=True, renormalize=True):

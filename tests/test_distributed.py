@@ -6,7 +6,6 @@ parameters of one process trained on the same global batches.
 Every process talks only to 127.0.0.1: the rendezvous endpoint, the workers' address and gloo's interface.
 """
 
-import ast
 import json
 import os
 import socket
@@ -269,24 +268,12 @@ def test_two_processes_resume_from_a_checkpoint_as_if_never_stopped(tmp_path):
 # ---------------------------------------------------------------- the chapter's exercise checker
 
 
-def _notebook_checker(name: str):
-    """A function defined in the chapter's notebook, with the notebook's imports and helper functions."""
-    notebook = json.loads((ROOT / "notebooks" / "15_efficiency.ipynb").read_text())
-    namespace: dict = {}
-    for cell in notebook["cells"]:
-        source = "".join(cell["source"])
-        if cell["cell_type"] != "code" or source.startswith(("#| default_exp", "#| export")):
-            continue
-        tree = ast.parse(source)
-        for node in tree.body:
-            if isinstance(node, ast.Import | ast.ImportFrom | ast.FunctionDef):
-                exec(compile(ast.Module([node], []), "15_efficiency.ipynb", "exec"), namespace)
-    return namespace[name]
-
-
 @pytest.fixture(scope="module")
 def check_cache_bytes():
-    return _notebook_checker("check_cache_bytes")
+    """The chapter's checker as a learner imports it (generated from the notebook)."""
+    from transformer_lib.exercises import check_cache_bytes
+
+    return check_cache_bytes
 
 
 def _right(num_layers, d_model, num_heads, num_kv_heads, bytes_per_number):

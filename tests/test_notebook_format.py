@@ -228,3 +228,48 @@ def test_display_equations_get_labels_once():
         "\n\n```python\n$$\n```"
     )
     assert notebook_tags.label_equations(labelled, "eq-demo", {"eq-demo-1", "eq-demo-2"}) == labelled
+
+
+def test_exercises_and_solutions_are_written_for_plain_markdown_too():
+    notebook = {
+        "nbformat": 4, "nbformat_minor": 5, "metadata": {},
+        "cells": [
+            _markdown("Intro.\n\n```{exercise} Double $x$\n:label: ex-demo-double\n\nWrite `my_double`."
+                      "\n```\n\n```{solution-start} ex-demo-double\n:class: dropdown\n```\n\nMultiply by 2."),
+            _code("def solution_double(x):\n    return 2 * x"),
+            _markdown("Then check it."),
+            _markdown("```{solution-end}\n```\n\nAfter the solution."),
+            _markdown("````{solution} ex-demo-double\n:class: dropdown\n\nIn one cell.\n\n```python\nx\n```"
+                      "\n````"),
+        ],
+    }
+    cells = notebook_tags.transform(notebook, FILES, 11)["cells"]
+    texts = ["".join(cell["source"]) for cell in cells]
+    hidden = "<div hidden>\n\n{}\n\n</div>"
+    assert texts == [
+        "Intro.",
+        hidden.format(":::{exercise}\n:label: ex-demo-double") + "\n\n**Double $x$**\n\nWrite `my_double`.",
+        "<details><summary>Solution</summary>\n\n"
+        + hidden.format(":::{solution-start} ex-demo-double\n:class: dropdown\n:::")
+        + "\n\nMultiply by 2.\n\n</details>",
+        "def solution_double(x):\n    return 2 * x",
+        "<details><summary>Solution (continued)</summary>\n\nThen check it.\n\n</details>",
+        hidden.format(":::{solution-end}\n:::"),
+        "After the solution.",
+        "<details><summary>Solution</summary>\n\n"
+        + hidden.format(":::{solution-start} ex-demo-double\n:class: dropdown\n:::")
+        + "\n\nIn one cell.\n\n```python\nx\n```\n\n</details>",
+        hidden.format(":::{solution-end}\n:::"),
+    ]
+    assert cells[3]["metadata"]["cellView"] == "form"  # Colab folds the solution's code
+    new_ids = [cell["id"] for cell in cells if cell["id"] not in ("m", "x")]  # the split cells' own ids
+    assert len(set(new_ids)) == len(new_ids) == 4
+    assert notebook_tags.transform({**notebook, "cells": cells}, FILES, 11)["cells"] == cells
+
+
+def test_a_cell_that_defines_a_checker_is_folded_and_exported():
+    notebook = {"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+                "cells": [_code("def check_double(f):\n    return f(2) == 4\n\n\ncheck_double(my_double)")]}
+    cell = notebook_tags.transform(notebook, FILES, 11)["cells"][0]
+    assert {"hide-input", "exercise-checker"} <= set(cell["metadata"]["tags"])
+    assert cell["metadata"]["jupyter"]["source_hidden"] is True

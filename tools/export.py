@@ -6,6 +6,14 @@ markers, a `#| default_exp <module>` line in its first code cell and a first lin
 same; `tools/notebook_tags.py` moves such markers into metadata and tags.) This script writes those cells, in
 order, under a header that names the notebook to edit, and sets `__all__` to the public names they define.
 
+The automatic checkers of the exercises (cells tagged `exercise-checker`) are written too, so that a learner
+can check an implementation outside the notebook: each notebook's checkers go to
+`transformer_lib/exercises/<module>.py` (their functions and classes, with the imports they need; the cell's
+call of the checker stays in the notebook), and `transformer_lib/exercises/__init__.py` imports every
+`check_*` function from them: `from transformer_lib.exercises import check_top_p`. A checker may use the
+library, the notebook's imports and its own helpers; anything else the notebook computed (a trained model)
+must be a parameter of the checker, or the export stops and names it.
+
     python tools/export.py           # regenerate every module
     python tools/export.py --check   # exit 1 and name each module that differs from its notebook
 """
@@ -24,6 +32,8 @@ LIBRARY = ROOT / "transformer_lib"
 DEFAULT_EXP = "#| default_exp"
 EXPORT = "#| export"
 EXPORT_TAG = "export"
+CHECKER_TAG = "exercise-checker"
+EXERCISES = "exercises"
 METADATA_KEY = "transformer_lib"
 MAX_LINE = 110  # ruff's line-length in pyproject.toml
 
@@ -92,6 +102,178 @@ def render(notebook: Path) -> tuple[str, str] | None:
     return module, f"{header}\n{all_line}\n{body}\n"
 
 
+def _bound_names(tree: ast.AST) -> set[str]:
+    """Every name that code binds anywhere: parameters, assignments, loop targets, imports, definitions."""
+    bound = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            bound.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+    return bound
+
+
+def _notebook_imports(cells: list[dict]) -> dict[str, str]:
+    """Name -> the import statement (one name each) that the notebook's code cells use to bind it."""
+    found = {}
+    for cell in cells:
+        if cell["cell_type"] != "code":
+            continue
+        source = "\n".join("" if line.lstrip().startswith(("%", "!")) else line  # IPython magics
+                           for line in cell_source(cell).splitlines())
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    name = alias.asname or alias.name.split(".")[0]
+                    found.setdefault(name, f"import {alias.name}" + (f" as {alias.asname}" if alias.asname
+                                                                     else ""))
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    name = alias.asname or alias.name
+                    found.setdefault(name, (node.module, alias.name + (f" as {alias.asname}"
+                                                                        if alias.asname else "")))
+    return found
+
+
+def _notebook_definitions(cells: list[dict]) -> dict[str, str]:
+    """Name -> source of each top-level function and class that a code cell not exported defines."""
+    found = {}
+    for cell in cells:
+        if cell["cell_type"] != "code" or EXPORT_TAG in cell.get("metadata", {}).get("tags", []):
+            continue
+        source = cell_source(cell)
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                found[node.name] = ast.get_source_segment(source, node)
+    return found
+
+
+def render_checkers(notebook: Path) -> tuple[str, str, list[str]] | None:
+    """The module name, the generated checkers module and its `check_*` names, or None without checkers."""
+    import builtins
+
+    content = json.loads(notebook.read_text(encoding="utf-8"))
+    cells = content["cells"]
+    module = module_name(cells, notebook, content.get("metadata"))
+    blocks = []
+    for cell in cells:
+        if cell["cell_type"] != "code" or CHECKER_TAG not in cell.get("metadata", {}).get("tags", []):
+            continue
+        source = cell_source(cell)
+        tree = ast.parse(source)
+        kept = [node for node in tree.body if not isinstance(node, ast.Expr)]  # not the call of the checker
+        blocks += [ast.get_source_segment(source, node) for node in kept]
+    if module is None or not blocks:
+        return None
+    helpers = _notebook_definitions(cells)
+    library = importlib_names(module)
+    imports = _notebook_imports(cells)
+    while True:  # add the notebook's own functions that the checkers call, and those that these call
+        body = "\n\n\n".join(blocks)
+        tree = ast.parse(body)
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        free = sorted(used - _bound_names(tree) - set(dir(builtins)))
+        needed = [n for n in free if n in helpers and n not in library and n not in imports]
+        if not needed:
+            break
+        blocks = [helpers[name] for name in needed] + blocks
+    plain, grouped, missing = [], {}, []
+    for name in free:  # the notebook's own imports first (torch, nn), then the chapter's module
+        if isinstance(imports.get(name), str):
+            plain.append(imports[name])
+        elif name in imports:
+            origin, what = imports[name]
+            grouped.setdefault(origin, []).append(what)
+        elif name in library:
+            grouped.setdefault(f"transformer_lib.{module}", []).append(name)
+        else:
+            missing.append(name)
+    if missing:
+        sys.exit(f"{notebook.name}: the checkers use {missing}, which the notebook computes; make each a "
+                 "parameter of the checker (a checker in the library cannot see the notebook's variables)")
+    lines = sorted(set(plain))
+    for origin in sorted(grouped):
+        line = f"from {origin} import " + ", ".join(sorted(grouped[origin]))
+        if len(line) > MAX_LINE:
+            line = f"from {origin} import (\n" + "".join(f"    {n},\n" for n in sorted(grouped[origin])) + ")"
+        lines.append(line)
+    names = [n for n in public_names(body) if n.startswith("check_")]
+    header = (
+        f"# AUTOGENERATED from the checker cells of notebooks/{notebook.name} by tools/export.py.\n"
+        f"# DO NOT EDIT.\n"
+        f"# Edit the notebook, then run `make lib` to regenerate this file.\n"
+    )
+    all_line = "__all__ = [" + ", ".join(f'"{n}"' for n in names) + "]\n"
+    return module, f"{header}\n" + _sorted_imports("\n".join(lines)) + f"\n\n{all_line}\n\n{body}\n", names
+
+
+def _sorted_imports(block: str) -> str:
+    """Import lines grouped and sorted as ruff's isort rule wants them (unchanged if ruff is missing)."""
+    import subprocess
+
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", "check", "--select", "I", "--fix", "--quiet", "--stdin-filename",
+             str(LIBRARY / "exercises" / "module.py"), "-"],
+            input=block + "\n", capture_output=True, text=True, check=False, cwd=ROOT,
+        )
+    except OSError:
+        return block
+    return result.stdout.rstrip("\n") if result.stdout.strip() else block
+
+
+def importlib_names(module: str) -> set[str]:
+    """The top-level names that the generated module `transformer_lib/<module>.py` defines or imports."""
+    path = LIBRARY / f"{module}.py"
+    if not path.exists():
+        return set()
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {name for node in tree.body for name in _bound_names(ast.Module(body=[node], type_ignores=[]))
+            if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or name == node.name}
+
+
+def render_exercises_package(chapters: list[tuple[str, Path, list[str]]]) -> str:
+    """`transformer_lib/exercises/__init__.py`: every checker, importable from one place."""
+    lines = [
+        "# AUTOGENERATED from the checker cells of notebooks/*.ipynb by tools/export.py. DO NOT EDIT.",
+        "# Edit the notebooks, then run `make lib` to regenerate this file.",
+        '"""The automatic checkers of the exercises, importable from one place.',
+        "",
+        "    from transformer_lib.exercises import check_top_p",
+        "    check_top_p(my_top_p)  # prints what is right, or which typical mistake it looks like",
+        "",
+        "Each chapter's checkers live in `transformer_lib.exercises.<module>`, next to the chapter's module.",
+        '"""',
+        "",
+    ]
+    names = []
+    for module, notebook, checks in chapters:
+        lines.append(f"# {notebook.name}")
+        line = f"from transformer_lib.{EXERCISES}.{module} import " + ", ".join(checks)
+        if len(line) > MAX_LINE:
+            line = (f"from transformer_lib.{EXERCISES}.{module} import (\n"
+                    + "".join(f"    {n},\n" for n in checks) + ")")
+        lines.append(line)
+        names += checks
+    lines += ["", "__all__ = [", *[f'    "{n}",' for n in names], "]"]
+    return "\n".join(lines) + "\n"
+
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only compare, write nothing")
@@ -111,6 +293,27 @@ def main() -> int:
         else:
             target.write_text(source, encoding="utf-8")
             print(f"wrote transformer_lib/{module}.py from notebooks/{notebook.name}")
+    chapters, outputs = [], {}
+    for notebook in sorted(NOTEBOOKS.glob("*.ipynb")):
+        rendered = render_checkers(notebook)
+        if rendered is not None:
+            module, source, checks = rendered
+            chapters.append((module, notebook, checks))
+            outputs[LIBRARY / EXERCISES / f"{module}.py"] = (source, notebook.name)
+    if chapters:
+        package = render_exercises_package(chapters)
+        outputs[LIBRARY / EXERCISES / "__init__.py"] = (package, "notebooks/*.ipynb")
+    for target, (source, origin) in outputs.items():
+        current = target.read_text(encoding="utf-8") if target.exists() else None
+        if current == source:
+            continue
+        relative = target.relative_to(LIBRARY.parent)
+        if args.check:
+            stale.append(f"{relative} differs from the checker cells of {origin}")
+        else:
+            target.parent.mkdir(exist_ok=True)
+            target.write_text(source, encoding="utf-8")
+            print(f"wrote {relative} from the checker cells of {origin}")
     if stale:
         print("\n".join(stale) + "\nRun `make lib` to regenerate the library from the notebooks.")
         return 1

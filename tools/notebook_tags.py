@@ -8,6 +8,8 @@ rewrites a notebook so that:
 - a line `# NBVAL_IGNORE_OUTPUT` (or another nbval marker) becomes nbval's tag (`nbval-ignore-output`, ...);
 - the Colab install cell (`%pip install` of the course library) gets the tag `remove-cell`, so the book leaves
   it out while Colab and JupyterLab still run it;
+- a cell that defines an exercise's checker (`def check_...`, not exported to the chapter's module) gets the
+  tags `hide-input` and `exercise-checker` (tools/export.py writes it to `transformer_lib/exercises/`);
 - a checker cell (tag `hide-input`: it holds reference answers) is also collapsed in JupyterLab
   (`metadata.jupyter.source_hidden`), like the solution cells;
 - in the prose, "chapter N" becomes a link to chapter N's notebook (and "chapters N and M" links each number),
@@ -54,6 +56,9 @@ METADATA_KEY = "transformer_lib"
 EXPORT_TAG = "export"
 INSTALL_TAG = "remove-cell"
 CHECKER_TAG = "hide-input"
+# A cell that defines an exercise's automatic checker (`def check_...`): tools/export.py writes it to
+# transformer_lib/exercises/, and it is folded like every cell that holds reference answers.
+EXERCISE_CHECKER_TAG = "exercise-checker"
 DEFAULT_EXP = re.compile(r"^#\|\s*default_exp\s+(\S+)\s*$")
 EXPORT = re.compile(r"^#\|\s*export\s*$")
 # nbval's comment markers and the cell tags it reads for them (nbval/plugin.py: metadata_tags).
@@ -95,7 +100,7 @@ CHAPTER_MENTION = re.compile(
     r"\b(?P<word>[Cc]hapters?)(?P<numbers>\s+\d+(?:(?:\s*,\s*|\s+and\s+|\s+to\s+|\s+or\s+)\d+)*)\b(?!\.\d)"
 )
 EXERCISE_MENTION = re.compile(r"\b[Ee]xercise\s+(\d+)\b(?!\.\d)")
-EXERCISE_LABEL = re.compile(r"^```\{exercise\}[^\n]*\n(?::[a-z-]+:[^\n]*\n)*?:label:\s*(\S+)", re.M)
+EXERCISE_LABEL = re.compile(r"^(?:```+|:::+)\{exercise\}[^\n]*\n(?::[a-z-]+:[^\n]*\n)*?:label:\s*(\S+)", re.M)
 # Inline pieces of prose never rewritten: code, math, links (and images), HTML tags, roles like {numref}`x`.
 INLINE_PROTECTED = re.compile(
     r"\{[a-z:-]+\}`[^`]*`|`[^`\n]*`|\$\$.*?\$\$|\$[^$\n]*\$|!?\[[^\]\n]*\]\([^)\n]*\)|<[^>\n]*>"
@@ -238,6 +243,14 @@ def _top_level_names(source: str) -> set[str]:
     return names
 
 
+def _top_level_functions(source: str) -> list[str]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    return [node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
 def solution_name(name: str) -> str:
     """The name a solution gives its version of the learner's `name`."""
     return "solution_" + name[3:] if name.startswith("my_") else name + "_solution"
@@ -262,11 +275,11 @@ def _separate_solutions(cells: list[dict]) -> None:
     for cell in cells:
         text = cell_source(cell)
         if cell["cell_type"] == "markdown":
-            if "```{exercise}" in text:
+            if "{exercise}" in text:
                 attempt, in_solution = set(), False
-            if "```{solution-start}" in text:
+            if "{solution-start}" in text:
                 in_solution = True
-            if "```{solution-end}" in text:
+            if "{solution-end}" in text:
                 in_solution = False
             continue
         if cell["cell_type"] != "code":
@@ -396,6 +409,183 @@ def reflow(source: str, limit: int = LINE_LIMIT) -> str:
     return source
 
 
+# Exercises and solutions in a form that three renderers read: the book (MyST and sphinx-exercise), JupyterLab
+# (jupyterlab-myst) and plain Jupyter markdown (Colab, GitHub, nbconvert), which knows no directives.
+HIDDEN_OPEN, HIDDEN_CLOSE = "<div hidden>", "</div>"
+SOLUTION_SUMMARY = "<details><summary>Solution</summary>"
+CONTINUED_SUMMARY = "<details><summary>Solution (continued)</summary>"
+DETAILS_CLOSE = "</details>"
+DIRECTIVE = re.compile(r"^(`{3,}|:{3,})\{(exercise|solution|solution-start|solution-end)\}[ \t]*(.*)$")
+
+
+def _new_id(cells: list[dict], seed: str) -> str:
+    """A cell id not used in the notebook, derived from `seed` (deterministic: reruns give the same ids)."""
+    import hashlib
+
+    used = {cell.get("id") for cell in cells}
+    number = 0
+    while True:
+        candidate = hashlib.sha1(f"{seed}-{number}".encode()).hexdigest()[:8]
+        if candidate not in used:
+            return candidate
+        number += 1
+
+
+def _segments(text: str) -> list[tuple[str, ...]]:
+    """A markdown text cut into ("text", t), ("exercise", title, options, body), ("solution-start",
+    argument, options) and ("solution-end",) pieces, in order."""
+    lines = text.split("\n")
+    pieces, buffer, index, fence = [], [], 0, None
+    while index < len(lines):
+        line = lines[index]
+        stripped = line.strip()
+        if fence is not None:  # inside a code block of the prose: copy it
+            buffer.append(line)
+            if stripped.startswith(fence) and not stripped.strip(fence[0]):
+                fence = None
+            index += 1
+            continue
+        match = DIRECTIVE.match(stripped)
+        if match is None:
+            if stripped.startswith(("```", "~~~")):
+                fence = stripped[: len(stripped) - len(stripped.lstrip(stripped[0]))]
+            buffer.append(line)
+            index += 1
+            continue
+        if buffer:
+            pieces.append(("text", "\n".join(buffer)))
+            buffer = []
+        marker, name, argument = match.groups()
+        index += 1
+        options = []
+        while index < len(lines) and re.match(r"^:[a-z-]+:", lines[index].strip()):
+            options.append(lines[index].strip())
+            index += 1
+        body = []
+        while index < len(lines):
+            stripped = lines[index].strip()
+            closing = stripped.startswith(marker) and not stripped.strip(marker[0])
+            if closing:
+                index += 1
+                break
+            body.append(lines[index])
+            index += 1
+        body_text = "\n".join(body).strip("\n")
+        if name == "exercise":
+            pieces.append(("exercise", argument.strip(), tuple(options), body_text))
+        elif name in ("solution-start", "solution"):  # a solution in one cell becomes a gated one
+            pieces.append(("solution-start", argument.strip(), tuple(options)))
+            if body_text:
+                pieces.append(("text", body_text))
+            if name == "solution":
+                pieces.append(("solution-end",))
+        else:
+            pieces.append(("solution-end",))
+            if body_text:
+                pieces.append(("text", body_text))
+    if buffer:
+        pieces.append(("text", "\n".join(buffer)))
+    return [piece for piece in pieces if piece[0] != "text" or piece[1].strip()]
+
+
+def _hidden(directive: str) -> str:
+    """A directive that plain markdown hides: the MyST renderers still read it, a browser does not show it."""
+    return f"{HIDDEN_OPEN}\n\n{directive}\n\n{HIDDEN_CLOSE}"
+
+
+def _folded(summary: str, text: str) -> str:
+    return f"{summary}\n\n{text.strip()}\n\n{DETAILS_CLOSE}"
+
+
+def _in_plain_form(text: str) -> bool:
+    return text.startswith((HIDDEN_OPEN, "<details>"))
+
+
+def plain_markdown_exercises(cells: list[dict]) -> list[dict]:
+    """Exercises and solutions written so that plain markdown shows them readable and folded.
+
+    Each exercise, solution start and solution end gets its own markdown cell:
+
+    - an exercise is a colon-fenced `exercise` directive whose header (and `:label:`) sits in a
+      `<div hidden>`, and whose fence stays open to the end of the cell (a closing fence would need a second
+      hidden block, and jupyterlab-myst turns a pair of sibling HTML tags around a directive into raw HTML);
+      its title is the first line of its body, in bold, so plain markdown shows it too;
+    - a solution's first cell (a `solution` directive is split into `solution-start`, its body and
+      `solution-end`) is a `<details>` with the summary "Solution" around the hidden
+      `solution-start` directive and the solution's prose; later prose cells of the solution are folded in a
+      `<details>` of their own; the `solution-end` cell is hidden; the solution's code cells get Colab's
+      `"cellView": "form"`.
+
+    The book drops these HTML tags (book/_ext/course_pages.py), so its pages are what the directives make.
+    """
+    out: list[dict] = []
+    in_solution = False
+    for cell in cells:
+        if cell["cell_type"] == "code":
+            if in_solution and cell.get("metadata", {}).get("cellView") != "form":
+                cell.setdefault("metadata", {})["cellView"] = "form"
+            out.append(cell)
+            continue
+        if cell["cell_type"] != "markdown":
+            out.append(cell)
+            continue
+        text = cell_source(cell)
+        if _in_plain_form(text):
+            if "{solution-start}" in text:
+                in_solution = True
+            if "{solution-end}" in text:
+                in_solution = False
+            out.append(cell)
+            continue
+        pieces = _segments(text)
+        if not any(piece[0] != "text" for piece in pieces) and not in_solution:
+            out.append(cell)
+            continue
+        new_texts: list[str] = []
+        for piece in pieces:
+            kind = piece[0]
+            if kind == "exercise":
+                _, title, options, body = piece
+                header = "\n".join([":::{exercise}", *options])
+                parts = [_hidden(header)]
+                if title:
+                    parts.append(f"**{title}**")
+                if body:
+                    parts.append(body)
+                new_texts.append("\n\n".join(parts))
+                in_solution = False
+            elif kind == "solution-start":
+                _, argument, options = piece
+                directive = "\n".join([f":::{{solution-start}} {argument}".rstrip(), *options, ":::"])
+                new_texts.append(_folded(SOLUTION_SUMMARY, _hidden(directive)))
+                in_solution = True
+            elif kind == "solution-end":
+                new_texts.append(_hidden(":::{solution-end}\n:::"))
+                in_solution = False
+            elif in_solution:
+                last = new_texts[-1] if new_texts else ""
+                if last.startswith(SOLUTION_SUMMARY) and last.endswith(DETAILS_CLOSE):  # the solution's prose
+                    new_texts[-1] = last[: -len(DETAILS_CLOSE)].rstrip() + "\n\n" + piece[1].strip() + (
+                        "\n\n" + DETAILS_CLOSE)
+                else:
+                    new_texts.append(_folded(CONTINUED_SUMMARY, piece[1]))
+            else:
+                new_texts.append(piece[1].strip("\n"))
+        for number, new_text in enumerate(new_texts):
+            new = cell if number == 0 else {"cell_type": "markdown",
+                                            "id": _new_id(cells + out, f"{cell.get('id')}-{number}"),
+                                            "metadata": {}, "source": []}
+            if number == 0 and new_text == text:
+                out.append(cell)
+                continue
+            if number > 0 and "id" not in cell:
+                del new["id"]
+            as_list = isinstance(cell["source"], list)
+            new["source"] = new_text.splitlines(keepends=True) if as_list else new_text
+            out.append(new)
+    return out
+
+
 def transform(notebook: dict, files: dict[int, str] | None = None, this: int | None = None) -> dict:
     """The notebook in the course's form (a new dict; see the module's docstring).
 
@@ -404,6 +594,7 @@ def transform(notebook: dict, files: dict[int, str] | None = None, this: int | N
     """
     notebook = copy.deepcopy(notebook)
     files = chapter_files() if files is None else files
+    notebook["cells"] = plain_markdown_exercises(notebook["cells"])
     labels = [label for cell in notebook["cells"] if cell["cell_type"] == "markdown"
               for label in EXERCISE_LABEL.findall(cell_source(cell))]
     _separate_solutions(notebook["cells"])
@@ -446,6 +637,10 @@ def transform(notebook: dict, files: dict[int, str] | None = None, this: int | N
             _set_source(cell, text)
         if is_install_cell(text):
             _add_tag(cell, INSTALL_TAG)
+        tags = cell.get("metadata", {}).get("tags", [])
+        if EXPORT_TAG not in tags and any(name.startswith("check_") for name in _top_level_functions(text)):
+            _add_tag(cell, CHECKER_TAG)
+            _add_tag(cell, EXERCISE_CHECKER_TAG)
         if CHECKER_TAG in cell.get("metadata", {}).get("tags", []):
             cell["metadata"].setdefault("jupyter", {})["source_hidden"] = True
     return notebook

@@ -17,6 +17,9 @@
   smallest text (matplotlib writes `font-size: 10px` in the SVG's own units) renders at 8 CSS px;
   `static/course.css` keeps the image at least that wide on screen and lets it scroll sideways in its own box,
   so tick labels are never shrunk to 4-6 px while the page itself never scrolls sideways. Print is left alone.
+- Plain-markdown wrappers: the notebooks hide exercise and solution directives from plain Jupyter markdown
+  (Colab, GitHub) in `<div hidden>` and fold solutions in `<details>` (tools/notebook_tags.py). The book has
+  its own exercise boxes and folded solutions, so those HTML tags are taken out of its pages.
 """
 
 import math
@@ -24,6 +27,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from docutils import nodes
 from sphinx.application import Sphinx
 
 STATIC = Path(__file__).parent / "static"
@@ -225,10 +229,24 @@ def _register_singlehtml_visitors(app: Sphinx) -> None:
     app.add_node(HideCodeCellNode, override=True, html=visitors, singlehtml=visitors)
 
 
+# The HTML tags that tools/notebook_tags.py writes around exercises and solutions, each a raw node of its own.
+PLAIN_MARKDOWN_TAG = re.compile(
+    r"^\s*(?:<div hidden>|</div>|<details><summary>[^<]*</summary>|</details>)\s*$"
+)
+
+
+def _drop_plain_markdown_wrappers(app: Sphinx, doctree: nodes.document) -> None:
+    """Remove the `<div hidden>` and `<details>` tags that only plain-markdown renderers need."""
+    for node in list(doctree.findall(nodes.raw)):
+        if "html" in node.get("format", "").split() and PLAIN_MARKDOWN_TAG.match(node.astext()):
+            node.parent.remove(node)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     _register_singlehtml_visitors(app)
     app.connect("builder-inited", _configure, priority=900)
     app.connect("env-get-updated", _number_per_chapter, priority=900)
+    app.connect("doctree-read", _drop_plain_markdown_wrappers)
     app.connect("html-page-context", _drop_mathjax_without_math, priority=900)
     app.connect("html-page-context", _drop_sphinx_design_where_unused, priority=900)
     app.connect("build-finished", _lighten_pages)

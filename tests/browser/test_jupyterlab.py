@@ -94,7 +94,7 @@ def _cell(page, index):
 
 def test_exercises_render_as_exercises(notebook_page):
     page, path = notebook_page
-    exercises = [i for i, c in enumerate(_cells(path)) if "```{exercise}" in "".join(c["source"])]
+    exercises = [i for i, c in enumerate(_cells(path)) if "{exercise}" in "".join(c["source"])]
     assert exercises
     for number, index in enumerate(exercises, start=1):
         cell = _cell(page, index)

@@ -253,7 +253,10 @@ def test_rotary_attention_weights_are_shift_invariant():
 def test_rotary_start_equals_slicing_a_longer_call(start):
     rope = RotaryEmbedding(8, max_len=10)
     x = torch.randn(2, 3, 10, 8, generator=_generator(11))
-    assert torch.equal(rope(x[..., start:, :], start=start), rope(x)[..., start:, :])
+    # The complex product may round the last bit differently in its vectorized and scalar loops: equal up to
+    # float32 rounding, not bit for bit.
+    piece, whole = rope(x[..., start:, :], start=start), rope(x)[..., start:, :]
+    torch.testing.assert_close(piece, whole, rtol=1e-6, atol=1e-6)
 
 
 def test_rotary_tables_are_non_persistent_buffers():

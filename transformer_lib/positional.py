@@ -148,9 +148,12 @@ class RotaryEmbedding(nn.Module):
         """
         _check_positions(x, self.d_head, "d_head", start, self.max_len)
         T = x.shape[-2]  # time
-        cos = self.cos[start : start + T].to(x.dtype)  # (T, d_head / 2)
-        sin = self.sin[start : start + T].to(x.dtype)  # (T, d_head / 2)
-        x_even, x_odd = x[..., 0::2], x[..., 1::2]  # each (..., T, d_head / 2)
-        out_even = x_even * cos - x_odd * sin  # (..., T, d_head / 2)
-        out_odd = x_even * sin + x_odd * cos  # (..., T, d_head / 2)
-        return torch.stack((out_even, out_odd), dim=-1).flatten(-2)  # (..., T, d_head): pairs back in place
+        # Pair (x_2i, x_2i+1) read as the complex number x_2i + i x_2i+1: the rotation is one product with
+        # cos + i sin, a single elementwise pass forward and backward instead of six products and a stack.
+        turn = torch.complex(self.cos[start : start + T], self.sin[start : start + T])  # (T, d_head / 2)
+        work = x if x.dtype in (torch.float32, torch.float64) else x.float()  # no complex half-precision
+        pairs = work.unflatten(-1, (-1, 2))  # (..., T, d_head / 2, 2)
+        if pairs.storage_offset() % 2 or any(s % 2 for s in pairs.stride()[:-2]) or pairs.stride(-1) != 1:
+            pairs = pairs.contiguous()  # view_as_complex needs each pair side by side at an even offset
+        rotated = torch.view_as_complex(pairs) * turn  # (..., T, d_head / 2), complex
+        return torch.view_as_real(rotated).flatten(-2).to(x.dtype)  # (..., T, d_head): pairs back in place

@@ -86,7 +86,10 @@ def test_references_are_labelled_like_citations_and_linked():
     for path in PAGES:
         citations.update(unescape(re.sub(r"<[^>]+>", "", text)) for text in cite.findall(html(path)))
     assert citations, "no citation found in the chapters"
-    unmatched = sorted(c for c in citations if c not in labels)
+    # Two works with the same label (Li et al., 2020) are listed as 2020a and 2020b; sphinxcontrib-bibtex's
+    # author-year citations do not carry the letter, so a citation may match a label without it.
+    unsuffixed = {re.sub(r"(\d{4})[a-z]$", r"\1", label) for label in labels}
+    unmatched = sorted(c for c in citations if c not in labels and c not in unsuffixed)
     assert not unmatched, f"citations matching no reference label: {unmatched[:5]} (labels {labels[:3]})"
 
 

@@ -273,3 +273,11 @@ def test_a_cell_that_defines_a_checker_is_folded_and_exported():
     cell = notebook_tags.transform(notebook, FILES, 11)["cells"][0]
     assert {"hide-input", "exercise-checker"} <= set(cell["metadata"]["tags"])
     assert cell["metadata"]["jupyter"]["source_hidden"] is True
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_solution_code_is_collapsed_in_jupyterlab_and_colab(notebook):
+    cells = json.loads(notebook.read_text())["cells"]
+    forms = [c for c in cells if c["metadata"].get("cellView") == "form"]
+    open_ones = [c["id"] for c in forms if not c["metadata"].get("jupyter", {}).get("source_hidden")]
+    assert not open_ones, f"{notebook.name}: solution code cells shown open in JupyterLab: {open_ones}"

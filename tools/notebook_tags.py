@@ -514,7 +514,7 @@ def plain_markdown_exercises(cells: list[dict]) -> list[dict]:
       `solution-end`) is a `<details>` with the summary "Solution" around the hidden
       `solution-start` directive and the solution's prose; later prose cells of the solution are folded in a
       `<details>` of their own; the `solution-end` cell is hidden; the solution's code cells get Colab's
-      `"cellView": "form"`.
+      `"cellView": "form"` and JupyterLab's `metadata.jupyter.source_hidden` (collapsed until opened).
 
     The book drops these HTML tags (book/_ext/course_pages.py), so its pages are what the directives make.
     """
@@ -522,8 +522,9 @@ def plain_markdown_exercises(cells: list[dict]) -> list[dict]:
     in_solution = False
     for cell in cells:
         if cell["cell_type"] == "code":
-            if in_solution and cell.get("metadata", {}).get("cellView") != "form":
+            if in_solution:  # folded in Colab (a form) and collapsed in JupyterLab until the learner opens it
                 cell.setdefault("metadata", {})["cellView"] = "form"
+                cell["metadata"].setdefault("jupyter", {})["source_hidden"] = True
             out.append(cell)
             continue
         if cell["cell_type"] != "markdown":

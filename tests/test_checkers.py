@@ -213,6 +213,7 @@ def _attention(q, k, v, mask=None, scale=None, dim=-1, transpose=lambda k: k.tra
     (lambda q, k, v, m=None: _attention(q, k, v, m, invert=True), "The mask is reversed"),
     (lambda q, k, v, m=None: _attention(q, k, v, m, zero_after=True), "instead of masking the scores"),
     (lambda q, k, v, m=None: _attention(q, k, v, m, fix_empty=False), "gave NaN"),
+    (lambda q, k, v, m=None: _attention(q, k, v, m)[0], "Return a pair (output, weights)"),
 ])
 @pytest.mark.filterwarnings("ignore:The use of `x.T`")
 def test_check_attention(ch2, capsys, answer, diagnosis):

@@ -64,7 +64,7 @@ def check_attention(fn) -> None:
         return isinstance(a, torch.Tensor) and a.shape == b.shape and torch.allclose(a, b, atol=1e-8)
 
     try:
-        output, weights = fn(q, k, v)
+        result = fn(q, k, v)
     except NotImplementedError as error:
         print(f"Not attempted yet: {error}")
         return
@@ -72,6 +72,11 @@ def check_attention(fn) -> None:
         print(f"On query {tuple(q.shape)}, key {tuple(k.shape)}, value {tuple(v.shape)} your function raised "
               f"{type(error).__name__}: {error}")
         return
+    if not (isinstance(result, tuple) and len(result) == 2):
+        print(f"Return a pair (output, weights): the output {(T, d_v)} and the weights {(T, S)}, "
+              f"got {type(result).__name__}.")
+        return
+    output, weights = result
     if output.shape != (T, d_v) or weights.shape != (T, S):
         print(f"For query {tuple(q.shape)}, key {tuple(k.shape)}, value {tuple(v.shape)} expected output "
               f"{(T, d_v)} and weights {(T, S)}, got {tuple(output.shape)} and {tuple(weights.shape)}.")

@@ -24,7 +24,10 @@ def _measured_bytes_per_token(num_layers, d_model, num_heads, num_kv_heads, dtyp
 
 
 def check_cache_bytes(fn):
-    # Compare fn with caches measured on real layers, and name the usual mistake.
+    """Compare fn(num_layers, d_model, num_heads, num_kv_heads, bytes_per_number) with measured caches.
+
+    Prints what is right, or names the usual mistake (values forgotten, query heads counted, bits for bytes).
+    """
     cases = [(2, 64, 4, 4, torch.float32), (3, 96, 6, 2, torch.float32), (1, 32, 4, 1, torch.bfloat16),
              (2, 48, 6, 3, torch.bfloat16), (4, 128, 8, 1, torch.float32)]
     results = []  # (arguments, fn's answer, measured bytes)
